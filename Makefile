@@ -1,0 +1,33 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both install first (idempotent).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+LAKEHOUSE ?= .lakehouse
+SCHEMA    ?= contoso
+
+.PHONY: install demo test clean check-java
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17+ is required by Spark 4 and was not found on PATH. Install a JDK 17 or newer (e.g. apt-get install openjdk-17-jdk-headless) and retry."; exit 1; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	  if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "ERROR: Java 17+ is required by Spark 4; found '$$(java -version 2>&1 | head -1)'."; exit 1; fi
+
+# Reinstall only when the package definition changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: check-java $(STAMP)
+
+demo: install
+	$(BIN)/seglib demo --lakehouse $(LAKEHOUSE) --schema $(SCHEMA)
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(LAKEHOUSE) runs spark-warehouse metastore_db derby.log

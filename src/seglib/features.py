@@ -1,0 +1,100 @@
+"""Stage 2: the seven clustering features as doubles, the lab's RFM scores, and the null policy."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from . import tables as TB
+from .errors import InputContractError, ParameterError
+
+FEATURES = ["age", "total_flights", "total_km_flown", "total_loyalty_points",
+            "days_since_last_flight", "total_spent", "transaction_count"]
+NULL_POLICIES = ("impute", "drop")
+
+# The lab's RFM thresholds: (bound, score), first match wins.
+RECENCY_MAX_DAYS = [(90, 5), (180, 4), (365, 3), (730, 2)]          # days <= bound, else 1
+FREQUENCY_MIN_FLIGHTS = [(40, 5), (20, 4), (10, 3), (5, 2)]         # flights >= bound, else 1
+MONETARY_MIN_POINTS = [(50_000, 5), (20_000, 4), (10_000, 3), (5_000, 2)]  # points >= bound, else 1
+
+
+def _score(value: Column, rules: list[tuple[int, int]], at_most: bool) -> Column:
+    expr = None
+    for bound, score in rules:
+        cond = value <= bound if at_most else value >= bound
+        expr = F.when(cond, score) if expr is None else expr.when(cond, score)
+    return expr.otherwise(1).cast("int")
+
+
+def recency_score(days: Column) -> Column:
+    return _score(days, RECENCY_MAX_DAYS, at_most=True)
+
+
+def frequency_score(flights: Column) -> Column:
+    return _score(flights, FREQUENCY_MIN_FLIGHTS, at_most=False)
+
+
+def monetary_score(points: Column) -> Column:
+    return _score(points, MONETARY_MIN_POINTS, at_most=False)
+
+
+@dataclass
+class FeatureReport:
+    rows_in: int
+    rows_out: int
+    null_counts: dict[str, int]
+    policy: str
+    imputed_with: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return self.rows_in - self.rows_out
+
+    def lines(self) -> list[str]:
+        out = [f"{self.rows_in:,} customers in, {self.rows_out:,} with features (null policy: {self.policy})"]
+        for col, n in self.null_counts.items():
+            if n:
+                how = (f"imputed with median {self.imputed_with[col]:g}" if self.policy == "impute"
+                       else "rows dropped")
+                out.append(f"  {col}: {n:,} null -> {how}")
+        if not any(self.null_counts.values()):
+            out.append("  no nulls in any feature")
+        return out
+
+
+def build_features(kpi: DataFrame, null_policy: str = "impute") -> tuple[DataFrame, FeatureReport]:
+    """customer_key, the seven features as double, recency/frequency/monetary scores.
+
+    ``impute`` fills a null feature with its median (every customer gets segmented); ``drop`` leaves
+    customers with any null feature out (they are reported, and written as unsegmented).
+    """
+    if null_policy not in NULL_POLICIES:
+        raise ParameterError(f"null_policy must be one of {', '.join(NULL_POLICIES)}, got {null_policy!r}")
+    df = kpi.select("customer_key", *[F.col(c).cast("double").alias(c) for c in FEATURES])
+    # One pass for all counts and medians.
+    stats = df.agg(
+        F.count("*").alias("_rows"),
+        *[F.count_if(F.col(c).isNull()).alias(f"_null_{c}") for c in FEATURES],
+        *[F.percentile_approx(c, 0.5, 10_000).alias(f"_median_{c}") for c in FEATURES],
+    ).first()
+    rows_in = stats["_rows"]
+    nulls = {c: stats[f"_null_{c}"] for c in FEATURES}
+    for c in FEATURES:
+        if rows_in and nulls[c] == rows_in:
+            raise InputContractError(
+                f"input table {TB.KPI_CUSTOMER_VALUE}: column {c} is null in all {rows_in:,} rows; "
+                f"it is a clustering feature and needs values")
+    imputed = {}
+    if null_policy == "impute":
+        imputed = {c: float(stats[f"_median_{c}"]) for c in FEATURES if nulls[c]}
+        df = df.fillna(imputed)
+        rows_out = rows_in
+    else:
+        df = df.dropna(subset=FEATURES)
+        rows_out = df.count() if any(nulls.values()) else rows_in
+    df = df.select("*",
+                   recency_score(F.col("days_since_last_flight")).alias("recency_score"),
+                   frequency_score(F.col("total_flights")).alias("frequency_score"),
+                   monetary_score(F.col("total_loyalty_points")).alias("monetary_score"))
+    return df, FeatureReport(rows_in, rows_out, nulls, null_policy, imputed)

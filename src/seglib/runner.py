@@ -1,0 +1,146 @@
+"""Run the notebooks headless with papermill, in order, against a local lakehouse.
+
+Each notebook runs in its own kernel (a separate process, as each task is on Databricks); they hand
+data over through Delta tables. Executed notebooks are kept under runs/<run-id>/.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import tables as TB
+from .errors import ParameterError
+from .session import table_path
+
+PIPELINE = ["01_load", "02_features", "03_cluster", "04_profile", "05_write"]
+GENERATE = "00_generate_demo_data"
+
+
+def notebooks_dir() -> Path:
+    """The repo's notebooks/ (cwd first, then next to the source tree of an editable install)."""
+    for candidate in (Path.cwd() / "notebooks", Path(__file__).resolve().parents[2] / "notebooks"):
+        if (candidate / f"{PIPELINE[0]}.ipynb").exists():
+            return candidate
+    raise FileNotFoundError("cannot find the notebooks/ folder; run from the repository root or pass --notebooks")
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError(f"--param takes key=value, got {pair!r}")
+        params[key.strip()] = value
+    return params
+
+
+def _coerce(value, type_name: str | None):
+    """Command-line strings to the type of the notebook's default (int k stays int)."""
+    if not isinstance(value, str) or type_name in (None, "str", "None"):
+        return value
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value  # seglib validates it in the notebook and says what it expected
+    return parsed if type(parsed).__name__ == type_name else value
+
+
+def declared_parameters(notebook: Path) -> dict[str, str | None]:
+    import papermill as pm
+    return {name: p["inferred_type_name"] for name, p in pm.inspect_notebook(str(notebook)).items()}
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    """Kernel and JVM chatter goes to a log beside the executed notebook, not the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@dataclass
+class NotebookFailure(Exception):
+    notebook: str
+    output: Path
+    cell: int | None
+    ename: str
+    evalue: str
+
+    def __str__(self):
+        where = f"cell {self.cell}" if self.cell is not None else "start-up"
+        return (f"{self.notebook} failed at {where}: {self.ename}: {self.evalue}\n"
+                f"  executed notebook: {self.output}\n  kernel log: {self.output.with_suffix('.log')}")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_notebooks(names: list[str], params: dict, output_dir: Path, notebook_dir: Path | None = None,
+                  log=print) -> RunResult:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook_dir = notebook_dir or notebooks_dir()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = [notebook_dir / f"{n}.ipynb" for n in names]
+    declared = {p.stem: declared_parameters(p) for p in paths}
+    known = set().union(*[set(d) for d in declared.values()])
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; the notebooks take: {', '.join(sorted(known))}")
+    result = RunResult(output_dir)
+    for i, path in enumerate(paths, 1):
+        mine = {k: _coerce(v, declared[path.stem][k]) for k, v in params.items() if k in declared[path.stem]}
+        out = output_dir / path.name
+        log(f"[{i}/{len(paths)}] {path.stem} ...", end="", flush=True)
+        start = time.perf_counter()
+        try:
+            with _stderr_to(output_dir / f"{path.stem}.log"):
+                pm.execute_notebook(str(path), str(out), parameters=mine, kernel_name="python3",
+                                    progress_bar=False, cwd=str(notebook_dir))
+        except PapermillExecutionError as e:
+            log(" FAILED")
+            raise NotebookFailure(path.stem, out, e.exec_count, e.ename, e.evalue) from None
+        except Exception as e:  # the kernel died or could not start
+            log(" FAILED")
+            raise NotebookFailure(path.stem, out, None, type(e).__name__, str(e)) from None
+        result.timings[path.stem] = time.perf_counter() - start
+        log(f" ok ({result.timings[path.stem]:.1f} s)")
+    return result
+
+
+def new_run_dir(base: Path = Path("runs")) -> Path:
+    run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+    return base / run_id
+
+
+def read_summary(lakehouse: str | os.PathLike, schema: str):
+    """gold_segment_summary as pandas, read with delta-rs (no JVM needed)."""
+    from deltalake import DeltaTable
+    return DeltaTable(str(table_path(lakehouse, schema, TB.GOLD_SUMMARY))).to_pandas().sort_values("segment")
+
+
+def demo_tables_exist(lakehouse: str | os.PathLike, schema: str) -> bool:
+    return (table_path(lakehouse, schema, TB.KPI_CUSTOMER_VALUE) / "_delta_log").is_dir()
+
+
+def print_summary(lakehouse, schema, log=print) -> None:
+    summary = read_summary(lakehouse, schema)
+    log(f"\n{TB.GOLD_SUMMARY} ({int(summary.customer_count.sum()):,} customers):")
+    log(summary.to_string(index=False))
+
+
