@@ -1,0 +1,118 @@
+"""End to end: the CLI runs every notebook through papermill against a fresh lakehouse.
+
+The notebooks run in their own kernels (separate JVMs); this test reads their tables by path, with
+delta-rs (no Spark) and with the test session, so it never shares the notebooks' Derby catalog.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import functions as F
+from sklearn.metrics import adjusted_rand_score
+
+from seglib import tables as TB
+from seglib.runner import GENERATE, PIPELINE
+from seglib.session import table_path
+
+pytestmark = pytest.mark.e2e
+CUSTOMERS = 5000
+
+
+def seglib_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "seglib.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=1500, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    lakehouse, out = root / "lakehouse", root / "runs"
+    proc = seglib_cli("demo", "--lakehouse", str(lakehouse), "--customers", str(CUSTOMERS), "--seed", "42",
+                      "--output", str(out), cwd=os.getcwd())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return lakehouse, out, proc
+
+
+def read(spark, lakehouse, table):
+    return spark.read.format("delta").load(str(table_path(lakehouse, "contoso", table)))
+
+
+def test_cli_reports_progress_and_summary(run):
+    lakehouse, out, proc = run
+    for i, name in enumerate([GENERATE] + PIPELINE, 1):
+        assert f"[{i}/6] {name} ... ok" in proc.stdout
+        assert (out / f"{name}.ipynb").exists()
+    assert f"gold_segment_summary ({CUSTOMERS:,} customers)" in proc.stdout
+    assert "Premium Elite Members" in proc.stdout
+
+
+def test_gold_tables_read_back_with_delta_rs(run):
+    lakehouse, _, _ = run
+    seg = DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SEGMENTS)))
+    names = [f.name for f in seg.schema().fields]
+    assert names == [f.name for f in TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE].fields] + ["segment", "segment_name"]
+    assert seg.to_pandas().shape[0] == CUSTOMERS
+    summary = DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SUMMARY))).to_pandas()
+    assert list(summary.columns) == TB.GOLD_SUMMARY_COLUMNS
+    assert summary.customer_count.sum() == CUSTOMERS
+
+
+def test_every_customer_segmented_once_and_summary_reconciles(spark, run):
+    lakehouse, _, _ = run
+    seg = read(spark, lakehouse, TB.GOLD_SEGMENTS)
+    kpi = read(spark, lakehouse, TB.KPI_CUSTOMER_VALUE)
+    assert seg.count() == kpi.count() == seg.select("customer_key").distinct().count()
+    assert seg.where("segment IS NULL OR segment_name IS NULL OR segment < 0").count() == 0
+    assert kpi.join(seg, "customer_key", "left_anti").count() == 0
+    summary = read(spark, lakehouse, TB.GOLD_SUMMARY)
+    counts = seg.groupBy("segment", "segment_name").count()
+    assert summary.join(counts, ["segment", "segment_name"]).where("customer_count != count").count() == 0
+    assert summary.count() == counts.count() == 5
+
+
+def test_silhouette_recorded_above_the_lab_bar(spark, run):
+    lakehouse, _, _ = run
+    metrics = read(spark, lakehouse, TB.SEG_CLUSTER_METRICS).first()
+    assert metrics.k == 5 and metrics.seed == 42
+    assert metrics.silhouette > 0.3
+
+
+def test_names_agree_with_profiles(spark, run):
+    lakehouse, _, _ = run
+    stats = (read(spark, lakehouse, TB.GOLD_SEGMENTS).groupBy("segment_name")
+             .agg(F.avg("total_loyalty_points").alias("points"), F.avg("days_since_last_flight").alias("days"),
+                  F.avg("total_flights").alias("flights")).toPandas().set_index("segment_name"))
+    assert stats.points.idxmax() == "Premium Elite Members"
+    assert stats.days.idxmax() == "At-Risk Customers"
+    assert stats.flights.idxmin() == "New Joiners"
+
+
+def test_planted_archetypes_are_recovered(spark, run):
+    lakehouse, _, _ = run
+    both = (read(spark, lakehouse, TB.GOLD_SEGMENTS).select("customer_key", "segment", "segment_name")
+            .join(read(spark, lakehouse, TB.FIXTURE_TRUTH), "customer_key").toPandas())
+    assert len(both) == CUSTOMERS
+    assert adjusted_rand_score(both.archetype, both.segment) >= 0.8
+    assert (both.archetype == both.segment_name).mean() >= 0.9
+
+
+def test_failing_run_exits_non_zero_and_names_the_problem(spark, run, tmp_path):
+    lakehouse, _, _ = run
+    before = DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SEGMENTS))).version()
+    proc = seglib_cli("run", "--lakehouse", str(lakehouse), "--schema", "contoso", "--param", "k=1",
+                      "--output", str(tmp_path / "failed"), cwd=os.getcwd())
+    assert proc.returncode == 1
+    assert "03_cluster failed" in proc.stderr and "k must be a whole number >= 2, got 1" in proc.stderr
+    assert "[4/5] 03_cluster ... FAILED" in proc.stdout
+    assert DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SEGMENTS))).version() == before
+
+
+def test_missing_input_table_stops_the_load_step(run, tmp_path):
+    lakehouse, _, _ = run
+    proc = seglib_cli("run", "--lakehouse", str(lakehouse), "--schema", "nowhere", "--output", str(tmp_path),
+                      cwd=os.getcwd())
+    assert proc.returncode == 1
+    assert "01_load failed" in proc.stderr
+    assert "InputContractError: input table `nowhere`.`dim_customers` does not exist" in proc.stderr

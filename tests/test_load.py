@@ -1,0 +1,40 @@
+import pytest
+from pyspark.sql import functions as F
+
+from seglib import tables as TB
+from seglib.errors import InputContractError, ParameterError
+from seglib.load import load_gold, read_input
+
+
+def test_load_gold_reads_and_casts(spark, demo):
+    gold = load_gold(spark, demo)
+    assert set(gold) == {TB.DIM_CUSTOMERS, TB.FACT_FLIGHTS, TB.FACT_TRANSACTIONS, TB.KPI_CUSTOMER_VALUE}
+    assert gold[TB.KPI_CUSTOMER_VALUE].schema == TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE]
+
+
+def test_missing_table_names_it_and_what_was_expected(spark, schema):
+    with pytest.raises(InputContractError) as e:
+        read_input(spark, TB.KPI_CUSTOMER_VALUE, schema)
+    msg = str(e.value)
+    assert f"`{schema}`.`kpi_customer_value` does not exist" in msg
+    assert "customer_status string" in msg and "dim_customers" in msg
+
+
+def test_missing_column_names_it(spark, demo, schema):
+    kpi = spark.read.table(f"{demo}.{TB.KPI_CUSTOMER_VALUE}").drop("days_since_last_flight")
+    kpi.write.format("delta").saveAsTable(f"{schema}.{TB.KPI_CUSTOMER_VALUE}")
+    with pytest.raises(InputContractError, match=r"kpi_customer_value` is missing column\(s\) "
+                                                 r"days_since_last_flight; expected columns: customer_key int"):
+        read_input(spark, TB.KPI_CUSTOMER_VALUE, schema)
+
+
+def test_castable_types_are_accepted(spark, demo, schema):
+    kpi = spark.read.table(f"{demo}.{TB.KPI_CUSTOMER_VALUE}").withColumn("customer_key", F.col("customer_key").cast("long"))
+    kpi.write.format("delta").saveAsTable(f"{schema}.{TB.KPI_CUSTOMER_VALUE}")
+    assert read_input(spark, TB.KPI_CUSTOMER_VALUE, schema).schema["customer_key"].dataType.simpleString() == "int"
+
+
+@pytest.mark.parametrize("bad", ["a b", "x;drop", "`x`", "o'neil", ""])
+def test_identifiers_are_checked(bad):
+    with pytest.raises(ParameterError, match="must match"):
+        TB.qualified("t", bad)

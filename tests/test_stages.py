@@ -1,0 +1,125 @@
+"""Cluster, profile and write on the small demo fixture, through real Delta tables."""
+import pytest
+from pyspark.ml import PipelineModel
+from pyspark.sql import functions as F
+
+from seglib import tables as TB
+from seglib.cluster import cluster_means, fit_segments, parse_k, save_cluster_outputs, transform_statement
+from seglib.errors import ParameterError, ValidationError
+from seglib.features import build_features
+from seglib.load import read_input
+from seglib.profile import profile_segments
+from seglib.write import UNSEGMENTED_NAME, build_outputs, validate_outputs, write_outputs
+
+
+@pytest.fixture(scope="module")
+def fitted(spark, demo):
+    features, _ = build_features(read_input(spark, TB.KPI_CUSTOMER_VALUE, demo))
+    features = features.cache()
+    return features, fit_segments(features, k=5, seed=42)
+
+
+@pytest.mark.parametrize("k", [0, 1, "five", "2.5", None])
+def test_bad_k(k):
+    with pytest.raises(ParameterError, match="k must be a whole number >= 2"):
+        parse_k(k)
+
+
+def test_transform_statement(spark):
+    df = spark.createDataFrame([(1, 30.0, 2.0, 10.0, 10.0, 5.0, 0.0, 0.0), (2, 40.0, 8.0, 30.0, 30.0, 9.0, 5.0, 1.0)],
+                               "customer_key int, age double, total_flights double, total_km_flown double, "
+                               "total_loyalty_points double, days_since_last_flight double, total_spent double, "
+                               "transaction_count double")
+    sql = transform_statement(df, "log1p")
+    assert "LN(1 + GREATEST(`total_spent`, 0) / 5.0)" in sql  # median of the positive values only
+    assert "CAST(`days_since_last_flight` AS DOUBLE)" in sql and "CAST(`age` AS DOUBLE)" in sql
+    assert "LN(" not in transform_statement(df, "none")
+    with pytest.raises(ParameterError, match="feature_transform must be one of log1p, none"):
+        transform_statement(df, "sqrt")
+
+
+def test_too_few_customers_for_k(spark):
+    df, _ = build_features(spark.createDataFrame([(1, 30, 2, 100, 10, 5, 1.0, 1), (2, 31, 3, 200, 20, 9, 2.0, 2)],
+                                                 "customer_key int, age int, total_flights int, total_km_flown int, "
+                                                 "total_loyalty_points int, days_since_last_flight int, "
+                                                 "total_spent double, transaction_count bigint"))
+    with pytest.raises(ParameterError, match="k=5 segments need at least 5 customers"):
+        fit_segments(df, k=5)
+
+
+def test_fit_assigns_every_customer_and_saves_a_reusable_model(spark, fitted, schema, tmp_path):
+    features, result = fitted
+    assert result.assignments.count() == features.count() == 3000
+    assert result.assignments.select("cluster").distinct().count() == 5
+    assert 0.3 < result.silhouette <= 1
+    means = cluster_means(features, result.assignments).toPandas()
+    assert means.customers.sum() == 3000
+    save_cluster_outputs(result, str(tmp_path / "model"), schema)
+    reloaded = PipelineModel.load(str(tmp_path / "model"))
+    again = reloaded.transform(features).select("customer_key", F.col("cluster").alias("again"))
+    assert again.join(result.assignments, "customer_key").where("again != cluster").count() == 0
+    metrics = spark.read.table(f"{schema}.{TB.SEG_CLUSTER_METRICS}").first()
+    assert metrics.k == 5 and abs(metrics.silhouette - result.silhouette) < 1e-12
+
+
+def test_same_seed_same_assignments(fitted):
+    features, result = fitted
+    again = fit_segments(features, k=5, seed=42)
+    joined = again.assignments.withColumnRenamed("cluster", "c2").join(result.assignments, "customer_key")
+    assert joined.where("c2 != cluster").count() == 0
+
+
+def test_profile_arithmetic_and_names(spark, fitted):
+    features, result = fitted
+    profile = profile_segments(features, result.assignments).toPandas()
+    assert profile.customer_count.sum() == 3000 and abs(profile.share.sum() - 1) < 0.01
+    # Averages equal a direct computation per cluster
+    direct = (features.join(result.assignments, "customer_key").groupBy("cluster")
+              .agg(F.avg("total_flights").alias("f"), F.avg("days_since_last_flight").alias("d")).toPandas()
+              .set_index("cluster"))
+    for _, row in profile.iterrows():
+        assert row.avg_flights == pytest.approx(direct.loc[row.cluster, "f"], abs=0.006)
+        assert row.avg_days_since_last_flight == pytest.approx(direct.loc[row.cluster, "d"], abs=0.006)
+    by_name = profile.set_index("segment_name")
+    assert by_name.avg_points.idxmax() == "Premium Elite Members"
+    assert by_name.avg_days_since_last_flight.idxmax() == "At-Risk Customers"
+    assert by_name.avg_flights.idxmin() == "New Joiners"
+    assert list(profile.segment) == [0, 1, 2, 3, 4]
+
+
+def _profile_and_kpi(spark, demo, fitted):
+    features, result = fitted
+    kpi = read_input(spark, TB.KPI_CUSTOMER_VALUE, demo)
+    return kpi, result.assignments, profile_segments(features, result.assignments)
+
+
+def test_outputs_are_validated_and_written(spark, demo, fitted, schema):
+    kpi, assignments, profile = _profile_and_kpi(spark, demo, fitted)
+    checks = write_outputs(spark, kpi, assignments, profile, schema)
+    assert checks == {"customers": 3000, "unsegmented": 0, "summary_total": 3000}
+    seg = spark.read.table(f"{schema}.{TB.GOLD_SEGMENTS}")
+    assert seg.columns == kpi.columns + ["segment", "segment_name"]
+    summary = spark.read.table(f"{schema}.{TB.GOLD_SUMMARY}")
+    assert summary.columns == TB.GOLD_SUMMARY_COLUMNS
+    # avg columns rounded as the lab does: flights 1 dp, points 0 dp, revenue 2 dp
+    expected = (seg.groupBy("segment").agg(F.round(F.avg("total_flights"), 1).alias("f"),
+                                           F.round(F.avg("total_loyalty_points"), 0).alias("p"),
+                                           F.round(F.avg("total_spent"), 2).alias("r")))
+    bad = summary.join(expected, "segment").where("avg_flights != f OR avg_points != p OR avg_revenue != r")
+    assert bad.count() == 0
+
+
+def test_validation_refuses_duplicates_and_writes_nothing(spark, demo, fitted, schema):
+    kpi, assignments, profile = _profile_and_kpi(spark, demo, fitted)
+    doubled = assignments.unionByName(assignments.limit(3))
+    with pytest.raises(ValidationError, match="3 duplicate customer_key rows"):
+        write_outputs(spark, kpi, doubled, profile, schema)
+    assert not spark.catalog.tableExists(f"{schema}.{TB.GOLD_SEGMENTS}")
+
+
+def test_customers_left_out_by_drop_policy_are_labelled_unsegmented(spark, demo, fitted):
+    kpi, assignments, profile = _profile_and_kpi(spark, demo, fitted)
+    segments, summary = build_outputs(kpi, assignments.where("customer_key > 10"), profile)
+    checks = validate_outputs(kpi, segments, summary)
+    assert checks["unsegmented"] == 10
+    assert segments.where(F.col("segment_name") == UNSEGMENTED_NAME).count() == 10
