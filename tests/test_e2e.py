@@ -101,11 +101,12 @@ def test_planted_archetypes_are_recovered(spark, run):
 def test_failing_run_exits_non_zero_and_names_the_problem(spark, run, tmp_path):
     lakehouse, _, _ = run
     before = DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SEGMENTS))).version()
-    proc = seglib_cli("run", "--lakehouse", str(lakehouse), "--schema", "contoso", "--param", "k=1",
+    proc = seglib_cli("run", "--lakehouse", str(lakehouse), "--schema", "contoso", "--param", "null_policy=zero",
                       "--output", str(tmp_path / "failed"), cwd=os.getcwd())
     assert proc.returncode == 1
-    assert "03_cluster failed" in proc.stderr and "k must be a whole number >= 2, got 1" in proc.stderr
-    assert "[4/5] 03_cluster ... FAILED" in proc.stdout
+    assert "02_features failed" in proc.stderr
+    assert "ParameterError: null_policy must be one of impute, drop, got 'zero'" in proc.stderr
+    assert "[2/5] 02_features ... FAILED" in proc.stdout
     assert DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SEGMENTS))).version() == before
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from .errors import SeglibError
+from .runner import NotebookFailure
 from .session import DEFAULT_LAKEHOUSE
 
 
@@ -94,15 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SeglibError as e:
+    except (SeglibError, NotebookFailure) as e:
         print(f"seglib: error: {e}", file=sys.stderr)
         return 1
-    except Exception as e:
-        from .runner import NotebookFailure
-        if isinstance(e, NotebookFailure):
-            print(f"seglib: error: {e}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":
