@@ -9,6 +9,8 @@ from seglib.errors import ParameterError, ValidationError
 from seglib.features import build_features
 from seglib.load import read_input
 from seglib.profile import profile_segments
+from test_features import _kpi
+
 from seglib.write import UNSEGMENTED_NAME, build_outputs, validate_outputs, write_outputs
 
 
@@ -39,10 +41,7 @@ def test_transform_statement(spark):
 
 
 def test_too_few_customers_for_k(spark):
-    df, _ = build_features(spark.createDataFrame([(1, 30, 2, 100, 10, 5, 1.0, 1), (2, 31, 3, 200, 20, 9, 2.0, 2)],
-                                                 "customer_key int, age int, total_flights int, total_km_flown int, "
-                                                 "total_loyalty_points int, days_since_last_flight int, "
-                                                 "total_spent double, transaction_count bigint"))
+    df, _ = build_features(_kpi(spark, [(1, 30, 2, 100, 10, 5, 1.0, 1), (2, 31, 3, 200, 20, 9, 2.0, 2)]))
     with pytest.raises(ParameterError, match="k=5 segments need at least 5 customers"):
         fit_segments(df, k=5)
 
