@@ -1,7 +1,9 @@
 """End to end: the CLI runs every notebook through papermill against a fresh lakehouse.
 
-The notebooks run in their own kernels (separate JVMs); this test reads their tables by path, with
-delta-rs (no Spark) and with the test session, so it never shares the notebooks' Derby catalog.
+The notebooks run in their own kernels, as Spark Connect clients of one local server the runner starts
+(so any sparkContext/RDD use in seglib or a notebook fails here, as it would on Databricks serverless).
+This test reads their tables by path, with delta-rs (no Spark) and with the test session, so it never
+shares the server's Derby catalog.
 """
 import os
 import subprocess
@@ -44,8 +46,19 @@ def test_cli_reports_progress_and_summary(run):
     for i, name in enumerate([GENERATE] + PIPELINE, 1):
         assert f"[{i}/6] {name} ... ok" in proc.stdout
         assert (out / f"{name}.ipynb").exists()
+    assert "[spark] starting the local Spark server ... ok" in proc.stdout
+    assert (out / "spark-server.log").exists()
     assert f"gold_segment_summary ({CUSTOMERS:,} customers)" in proc.stdout
     assert "Premium Elite Members" in proc.stdout
+
+
+def test_every_notebook_ran_as_a_spark_connect_client(run):
+    import nbformat
+    _, out, _ = run
+    for name in [GENERATE] + PIPELINE:
+        nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
+        printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        assert "(Spark Connect)" in printed, name
 
 
 def test_gold_tables_read_back_with_delta_rs(run):

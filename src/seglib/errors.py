@@ -15,3 +15,7 @@ class ParameterError(SeglibError):
 
 class ValidationError(SeglibError):
     """The outputs failed their checks; nothing was written."""
+
+
+class LocalSparkError(SeglibError):
+    """The shared local Spark server could not be started."""

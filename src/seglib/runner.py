@@ -1,7 +1,9 @@
 """Run the notebooks headless with papermill, in order, against a local lakehouse.
 
 Each notebook runs in its own kernel (a separate process, as each task is on Databricks); they hand
-data over through Delta tables. Executed notebooks are kept under runs/<run-id>/.
+data over through Delta tables. The kernels share one local Spark: a Spark Connect server the runner
+starts for the run (unless SPARK_REMOTE already names one). Executed notebooks, kernel logs and the
+server's log are kept under runs/<run-id>/.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from . import tables as TB
 from .errors import ParameterError
-from .session import table_path
+from .session import shared_local_spark, table_path
 
 PIPELINE = ["01_load", "02_features", "03_cluster", "04_profile", "05_write"]
 GENERATE = "00_generate_demo_data"
@@ -91,9 +93,6 @@ class RunResult:
 
 def run_notebooks(names: list[str], params: dict, output_dir: Path, notebook_dir: Path | None = None,
                   log=print) -> RunResult:
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
     notebook_dir = notebook_dir or notebooks_dir()
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = [notebook_dir / f"{n}.ipynb" for n in names]
@@ -102,6 +101,24 @@ def run_notebooks(names: list[str], params: dict, output_dir: Path, notebook_dir
     unknown = sorted(set(params) - known)
     if unknown:
         raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; the notebooks take: {', '.join(sorted(known))}")
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("SPARK_REMOTE"):
+            log("[spark] starting the local Spark server ...", end="", flush=True)
+            start = time.perf_counter()
+            try:
+                url = stack.enter_context(shared_local_spark(params.get("lakehouse", ".lakehouse"),
+                                                             output_dir / "spark-server.log"))
+            except Exception:
+                log(" FAILED")
+                raise
+            log(f" ok ({time.perf_counter() - start:.1f} s, {url})")
+        return _execute(paths, declared, params, output_dir, notebook_dir, log)
+
+
+def _execute(paths, declared, params, output_dir, notebook_dir, log) -> RunResult:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
     result = RunResult(output_dir)
     for i, path in enumerate(paths, 1):
         mine = {k: _coerce(v, declared[path.stem][k]) for k, v in params.items() if k in declared[path.stem]}

@@ -6,10 +6,18 @@ folder, so a table one notebook process saves is read by the next with ``spark.r
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from pyspark.sql import SparkSession
+
+from .errors import LocalSparkError
 
 DEFAULT_LAKEHOUSE = ".lakehouse"
 
@@ -82,7 +90,14 @@ def get_spark(lakehouse: str | os.PathLike | None = None, app_name: str = "segli
     return local_session(lakehouse or DEFAULT_LAKEHOUSE, app_name=app_name)
 
 
-def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib") -> SparkSession:
+def describe(spark: SparkSession) -> str:
+    """One line for a notebook's first output: which Spark, and whether it is a Spark Connect client."""
+    kind = "Spark Connect" if type(spark).__module__.startswith("pyspark.sql.connect") else "classic"
+    return f"Spark {spark.version} ({kind})"
+
+
+def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib", conf: dict[str, str] | None = None,
+                  java_options: str = "") -> SparkSession:
     from delta import configure_spark_with_delta_pip
 
     # The JVM otherwise warns that the host name resolves to loopback; local runs need nothing else.
@@ -92,7 +107,8 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib") -> Spa
     here = Path(__file__).parent
     log4j = here / "log4j2.properties"
     cores = os.cpu_count() or 2
-    java_opts = f"-Dderby.system.home={root} -Dlog4j2.configurationFile=file:{log4j} " + os.environ.get("SEGLIB_JAVA_OPTS", "")
+    java_opts = " ".join([f"-Dderby.system.home={root} -Dlog4j2.configurationFile=file:{log4j}", java_options,
+                          os.environ.get("SEGLIB_JAVA_OPTS", "")])
     builder = (
         SparkSession.builder.master(os.environ.get("SEGLIB_SPARK_MASTER", f"local[{cores}]"))
         .appName(app_name)
@@ -115,9 +131,16 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib") -> Spa
         .config("spark.hadoop.hive.metastore.disallow.incompatible.col.type.changes", "false")
         .config("spark.sql.debug.maxToStringFields", "200")
     )
+    # SEGLIB_SPARK_CONF="key=value,key=value" tunes a local session without code changes.
+    extra = dict(kv.split("=", 1) for kv in os.environ.get("SEGLIB_SPARK_CONF", "").split(",") if "=" in kv)
+    for key, value in {**(conf or {}), **extra}.items():
+        builder = builder.config(key.strip(), value.strip())
     jars = _cached_jars()
     if jars:
-        return builder.config("spark.jars", ",".join(jars)).getOrCreate()
+        # On the JVM's own class path (local mode: the driver is the executor) rather than spark.jars, so
+        # Delta's classes load once, by the app loader, and can go into the class-data-sharing archive.
+        classpath = os.pathsep.join(j.removeprefix("file:") for j in jars)
+        return builder.config("spark.driver.extraClassPath", classpath).getOrCreate()
     # First start on this machine: delta-spark names its Maven artifact; Ivy downloads and caches it.
     builder = (builder.config("spark.jars.excludes", ",".join(_DUPLICATES_OF_PYSPARK_JARS))
                .config("spark.jars.ivySettings", str(here / "ivysettings.xml"))
@@ -127,3 +150,110 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib") -> Spa
     if resolved:
         _jar_manifest().write_text("\n".join(resolved) + "\n")
     return spark
+
+
+# --- One local Spark shared by the notebooks of a run ------------------------------------------------
+# Each notebook kernel starting its own JVM (and booting the Derby catalog) cost 10-25 s per notebook.
+# Instead the runner starts one Spark Connect server on the lakehouse (as Databricks serverless is a
+# Spark Connect service) and points every kernel at it through SPARK_REMOTE. The server listens on
+# loopback only and demands a random per-run token, passed through the environment, never printed.
+_TOKEN_ENV = "SPARK_CONNECT_AUTHENTICATE_TOKEN"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _class_archive() -> Path:
+    """Where the server JVM's class-data-sharing archive lives (one per Java, pyspark and Delta jars)."""
+    import hashlib
+    import shutil
+    java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) if os.environ.get("JAVA_HOME") \
+        else shutil.which("java")
+    key = f"{os.path.realpath(java or 'java')}|{_jar_manifest().name}|{' '.join(_cached_jars() or [])}"
+    return Path.home() / ".cache" / "seglib" / f"spark-classes-{hashlib.sha1(key.encode()).hexdigest()[:12]}.jsa"
+
+
+def _serve(lakehouse: str, port: str, ready_file: str) -> None:
+    """Server process body: start Spark with the Connect plugin, boot the catalog, wait for stdin EOF.
+
+    A cold JVM spends much of a small run loading and verifying Spark's classes. The first server on a
+    machine records them into an AppCDS archive when it exits; later servers map it and start, boot the
+    catalog and run their first queries about twice as fast. A stale or mismatched archive is ignored
+    by the JVM (-Xshare:auto), so this can only cost the one-off dump.
+    """
+    archive = _class_archive()
+    dump = archive.with_suffix(f".{os.getpid()}.tmp")
+    cds = (f"-XX:SharedArchiveFile={archive}" if archive.exists() and _cached_jars()
+           else f"-XX:ArchiveClassesAtExit={dump}")
+    spark = local_session(lakehouse, app_name="seglib-connect", java_options=f"{cds} -Xlog:cds=off -Xlog:cds+dynamic=off",
+                          conf={"spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+                                "spark.connect.grpc.binding.address": "127.0.0.1",
+                                "spark.connect.grpc.binding.port": port})
+    spark.sql("SHOW DATABASES").collect()  # boot the metastore now rather than in the first notebook
+    Path(ready_file).write_text(str(os.getpid()))
+    sys.stdin.read()  # EOF when the runner finishes or dies: either way the server goes too
+    # This process is the classic driver, not a Connect client: waiting for its JVM to exit lets the
+    # class archive be written completely before it is moved into place.
+    from pyspark import SparkContext
+    jvm = SparkContext._gateway.proc
+    spark.stop()
+    jvm.stdin.close()
+    jvm.wait(timeout=300)
+    if dump.exists():
+        dump.replace(archive)
+
+
+@contextlib.contextmanager
+def shared_local_spark(lakehouse: str | os.PathLike, log_path: Path, timeout: float = 900.0):
+    """Start a local Spark Connect server on *lakehouse*; within the block SPARK_REMOTE points at it."""
+    port, token = _free_port(), secrets.token_hex(16)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    ready = log_path.with_suffix(".ready")
+    ready.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+    env[_TOKEN_ENV] = token
+    code = "import sys; from seglib.session import _serve; _serve(*sys.argv[1:])"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(Path(lakehouse).resolve()), str(port), str(ready)],
+                                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env)
+    saved = {k: os.environ.get(k) for k in ("SPARK_REMOTE", _TOKEN_ENV)}
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise LocalSparkError(f"the local Spark server exited with code {proc.returncode} before it was "
+                                      f"ready{_lock_hint(log_path)}; see {log_path}")
+            if time.monotonic() > deadline:
+                raise LocalSparkError(f"the local Spark server was not ready after {timeout:.0f} s; see {log_path}")
+            time.sleep(0.2)
+        os.environ["SPARK_REMOTE"] = f"sc://localhost:{port}"
+        os.environ[_TOKEN_ENV] = token
+        yield os.environ["SPARK_REMOTE"]
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=360)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        ready.unlink(missing_ok=True)
+
+
+def _lock_hint(log_path: Path) -> str:
+    """Derby admits one JVM per catalog: say so plainly when that is why the server died."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+    if "Another instance of Derby may have already booted" in text:
+        return " (another Spark process, e.g. a concurrent seglib run, holds this lakehouse's catalog)"
+    return ""
