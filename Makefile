@@ -27,6 +27,7 @@ demo: install
 	$(BIN)/seglib demo --lakehouse $(LAKEHOUSE) --schema $(SCHEMA)
 
 test: install
+	$(BIN)/seglib validate
 	$(BIN)/python -m pytest
 
 clean:

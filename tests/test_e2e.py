@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
 from seglib import tables as TB
-from seglib.runner import GENERATE, PIPELINE
+GENERATE = "00_generate_demo_data"
+PIPELINE = ["01_load", "02_features", "03_cluster", "04_profile", "05_write"]
 from seglib.session import table_path
 
 pytestmark = pytest.mark.e2e
@@ -43,10 +44,14 @@ def read(spark, lakehouse, table):
 
 def test_cli_reports_progress_and_summary(run):
     lakehouse, out, proc = run
-    for i, name in enumerate([GENERATE] + PIPELINE, 1):
-        assert f"[{i}/6] {name} ... ok" in proc.stdout
+    assert "Running job demo_data (seglib demo data)" in proc.stdout
+    assert f"[1/1] {GENERATE} ... ok" in proc.stdout
+    assert "Running job segmentation (seglib segmentation)" in proc.stdout
+    for i, name in enumerate(PIPELINE, 1):
+        assert f"[{i}/5] {name} ... ok" in proc.stdout
+    for name in [GENERATE] + PIPELINE:
         assert (out / f"{name}.ipynb").exists()
-    assert "[spark] starting the local Spark server ... ok" in proc.stdout
+    assert proc.stdout.count("[spark] starting the local Spark server ... ok") == 1  # one server for both jobs
     assert (out / "spark-server.log").exists()
     assert f"gold_segment_summary ({CUSTOMERS:,} customers)" in proc.stdout
     assert "Premium Elite Members" in proc.stdout

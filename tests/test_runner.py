@@ -1,8 +1,13 @@
 """Runner helpers (no Spark)."""
+from pathlib import Path
+
 import pytest
 
+from seglib import bundle as B
 from seglib.errors import ParameterError
-from seglib.runner import PIPELINE, _coerce, declared_parameters, notebooks_dir, parse_params
+from seglib.runner import SEGMENTATION_JOB, _coerce, declared_parameters, job_notebooks, job_params, parse_params
+
+BUNDLE = B.load(Path(__file__).resolve().parents[1])
 
 
 def test_parse_params():
@@ -19,15 +24,24 @@ def test_coerce_follows_the_notebook_default_type():
 
 
 def test_every_pipeline_notebook_declares_a_tagged_parameters_cell():
-    for name in PIPELINE:
-        declared = declared_parameters(notebooks_dir() / f"{name}.ipynb")
-        assert {"catalog", "schema", "lakehouse"} <= set(declared)
-    assert declared_parameters(notebooks_dir() / "03_cluster.ipynb")["k"] == "int"
+    paths = job_notebooks(BUNDLE, SEGMENTATION_JOB)
+    assert [p.stem for p in paths] == ["01_load", "02_features", "03_cluster", "04_profile", "05_write"]
+    for path in paths:
+        assert {"catalog", "schema", "lakehouse"} <= set(declared_parameters(path))
+    assert declared_parameters(paths[2])["k"] == "int"
+
+
+def test_local_parameters_are_the_job_defaults_then_the_users():
+    params = job_params(BUNDLE, SEGMENTATION_JOB, {"k": "7"}, "/tmp/lh")
+    assert params["k"] == "7" and params["seed"] == "42" and params["null_policy"] == "impute"
+    assert params["catalog"] == "" and params["lakehouse"] == "/tmp/lh"  # one local catalog
+    with pytest.raises(ParameterError, match="unknown parameter.*kk for job segmentation"):
+        job_params(BUNDLE, SEGMENTATION_JOB, {"kk": "7"}, "/tmp/lh")
 
 
 def test_notebooks_are_committed_without_outputs():
     import nbformat
-    for path in notebooks_dir().glob("*.ipynb"):
+    for path in (BUNDLE.root / "notebooks").glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
             if cell.cell_type == "code":

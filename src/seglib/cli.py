@@ -23,9 +23,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="notebook parameter, repeatable (k, seed, null_policy, feature_transform, ...)")
+                   help="job parameter, repeatable (k, seed, null_policy, feature_transform, ...)")
+    p.add_argument("--target", help="bundle target whose overrides apply (default: the bundle's default target)")
+    p.add_argument("--bundle", type=Path, help="folder with databricks.yml (default: found from the cwd)")
     p.add_argument("--output", type=Path, help="where executed notebooks go (default: runs/<run-id>)")
-    p.add_argument("--notebooks", type=Path, help="notebooks folder (default: ./notebooks)")
 
 
 def cmd_generate(args) -> int:
@@ -38,36 +39,73 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _run(args, names: list[str], extra: dict) -> None:
-    from .runner import new_run_dir, parse_params, run_notebooks
-    params = {"lakehouse": str(Path(args.lakehouse).resolve()), "schema": args.schema, **extra,
-              **parse_params(args.param)}
+def _run_jobs(args, jobs: list[tuple[str, dict]]) -> None:
+    """Run bundle jobs locally, one after the other, each with its own parameters (as demo_install does)."""
+    from . import bundle as B
+    from .runner import local_spark, run_job
+    bundle = B.load(args.bundle, args.target)
     out = args.output or new_run_dir()
-    _log(f"Running {', '.join(names)} -> {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    lakehouse = str(Path(args.lakehouse).resolve())
     start = time.perf_counter()
-    run_notebooks(names, params, out, args.notebooks, log=_log)
+    with local_spark(lakehouse, out, log=_log):  # one Spark for every job of the run
+        for job, params in jobs:
+            _log(f"Running job {job} ({bundle.job(job).get('name', job)}) -> {out}")
+            run_job(bundle, job, {"schema": args.schema, **params}, lakehouse, out, log=_log)
     _log(f"all notebooks ok in {time.perf_counter() - start:.1f} s")
 
 
+def new_run_dir() -> Path:
+    from .runner import new_run_dir as make
+    return make()
+
+
 def cmd_run(args) -> int:
-    from .runner import PIPELINE, print_summary
-    _run(args, PIPELINE, {})
-    print_summary(args.lakehouse, args.schema, log=_log)
+    from .runner import SEGMENTATION_JOB, parse_params, print_summary
+    job = args.job or SEGMENTATION_JOB
+    _run_jobs(args, [(job, parse_params(args.param))])
+    if job == SEGMENTATION_JOB:
+        print_summary(args.lakehouse, args.schema, log=_log)
     return 0
 
 
 def cmd_demo(args) -> int:
-    from .runner import GENERATE, PIPELINE, demo_tables_exist, print_summary
-    names = list(PIPELINE)
-    extra = {}
+    from .runner import DEMO_DATA_JOB, SEGMENTATION_JOB, demo_tables_exist, parse_params, print_summary
+    jobs = [(SEGMENTATION_JOB, parse_params(args.param))]
     if demo_tables_exist(args.lakehouse, args.schema):
         _log(f"Demo Gold tables found in {args.lakehouse} (schema {args.schema}); `make clean` to regenerate")
     else:
-        names = [GENERATE] + names
-        extra = {"customers": str(args.customers), "seed": str(args.seed)}
-    _run(args, names, extra)
+        jobs.insert(0, (DEMO_DATA_JOB, {"customers": str(args.customers), "seed": str(args.seed)}))
+    _run_jobs(args, jobs)
     print_summary(args.lakehouse, args.schema, log=_log)
     return 0
+
+
+def cmd_validate(args) -> int:
+    from .validate import check, check_wheel
+    _log(f"Validating the bundle in {args.bundle or 'the current repository'} (offline)")
+    problems = check(args.bundle)
+    if not problems and not args.skip_wheel:
+        problems = check_wheel(args.bundle, log=_log)
+    for p in problems:
+        print(f"  - {p}", file=sys.stderr)
+    if problems:
+        print(f"seglib: error: the bundle has {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    _log("bundle ok: resources typed, variables declared, tasks and notebooks consistent")
+    return 0
+
+
+def cmd_remote_run(args) -> int:
+    from . import bundle as B
+    from .remote import remote_run  # imports databricks-sdk (slow); only this command needs it
+    from .runner import SEGMENTATION_JOB, parse_params
+    bundle = B.load(args.bundle, args.target)
+    job = args.job or SEGMENTATION_JOB
+    development = bundle.target_config().get("mode") == "development"
+    return remote_run(bundle.job(job)["name"], development, parse_params(args.param), job_id=args.job_id,
+                      timeout_s=args.timeout * 60, poll_s=args.poll, cancel_on_timeout=args.cancel_on_timeout,
+                      log=_log)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--customers", type=int, default=62_988, help="members to generate (default: %(default)s)")
     g.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     g.set_defaults(func=cmd_generate)
-    r = sub.add_parser("run", help="run the segmentation notebooks with papermill")
+    r = sub.add_parser("run", help="run a bundle job's notebooks locally with papermill (default: segmentation)")
     _add_common(r)
     _add_run(r)
+    r.add_argument("--job", help="job key in resources/*.job.yml (default: segmentation)")
     r.set_defaults(func=cmd_run)
     d = sub.add_parser("demo", help="generate the demo data if absent, then run the notebooks")
     _add_common(d)
@@ -88,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--customers", type=int, default=62_988, help="members, when generating (default: %(default)s)")
     d.add_argument("--seed", type=int, default=42, help="generator seed, when generating (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
+    rr = sub.add_parser("remote-run", help="run the deployed job in a Databricks workspace and follow it")
+    rr.add_argument("--target", help="bundle target it was deployed with (default: the bundle's default, dev)")
+    rr.add_argument("--job", help="job key in resources/*.job.yml (default: segmentation)")
+    rr.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="job parameter, repeatable")
+    rr.add_argument("--job-id", type=int, help="the deployed job's id (default: found by name; or SEGLIB_JOB_ID)")
+    rr.add_argument("--timeout", type=float, default=60, help="minutes to follow the run (default: %(default)s)")
+    rr.add_argument("--poll", type=float, default=10, help="seconds between status checks (default: %(default)s)")
+    rr.add_argument("--cancel-on-timeout", action="store_true", help="cancel the run if it outlasts --timeout")
+    rr.add_argument("--bundle", type=Path, help="folder with databricks.yml (default: found from the cwd)")
+    rr.set_defaults(func=cmd_remote_run)
+    v = sub.add_parser("validate", help="check the Databricks bundle offline (no workspace needed)")
+    v.add_argument("--bundle", type=Path, help="folder with databricks.yml (default: found from the cwd)")
+    v.add_argument("--skip-wheel", action="store_true", help="do not build and import-test the wheel")
+    v.set_defaults(func=cmd_validate)
     return parser
 
 

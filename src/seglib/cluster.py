@@ -104,6 +104,10 @@ def cluster_means(features_df: DataFrame, assignments: DataFrame) -> DataFrame:
 
 def save_cluster_outputs(result: ClusterResult, model_path: str, schema: str, catalog: str | None = None) -> None:
     """The fitted pipeline (for scoring later), the assignments and the run's metrics."""
+    if model_path.startswith("/Volumes/"):  # a Unity Catalog volume must exist before files go in
+        catalog_, schema_, volume = model_path.split("/")[2:5]
+        result.assignments.sparkSession.sql(
+            f"CREATE VOLUME IF NOT EXISTS {TB.qualified(volume, schema_, catalog_)}")
     result.model.write().overwrite().save(model_path)
     TB.save_table(result.assignments, TB.SEG_ASSIGNMENTS, schema, catalog)
     metrics = result.assignments.sparkSession.createDataFrame(

@@ -15,20 +15,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import bundle as B
 from . import tables as TB
 from .errors import ParameterError
+from .params import LOCAL_ONLY
 from .session import shared_local_spark, table_path
 
-PIPELINE = ["01_load", "02_features", "03_cluster", "04_profile", "05_write"]
-GENERATE = "00_generate_demo_data"
-
-
-def notebooks_dir() -> Path:
-    """The repo's notebooks/ (cwd first, then next to the source tree of an editable install)."""
-    for candidate in (Path.cwd() / "notebooks", Path(__file__).resolve().parents[2] / "notebooks"):
-        if (candidate / f"{PIPELINE[0]}.ipynb").exists():
-            return candidate
-    raise FileNotFoundError("cannot find the notebooks/ folder; run from the repository root or pass --notebooks")
+SEGMENTATION_JOB = "segmentation"  # resources/segmentation.job.yml
+DEMO_DATA_JOB = "demo_data"        # resources/demo_data.job.yml
+# Locally there is one catalog (the session's); a job's Unity Catalog default does not apply.
+LOCAL_DEFAULTS = {"catalog": ""}
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -91,31 +87,66 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def run_notebooks(names: list[str], params: dict, output_dir: Path, notebook_dir: Path | None = None,
-                  log=print) -> RunResult:
-    notebook_dir = notebook_dir or notebooks_dir()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = [notebook_dir / f"{n}.ipynb" for n in names]
-    declared = {p.stem: declared_parameters(p) for p in paths}
-    known = set().union(*[set(d) for d in declared.values()])
-    unknown = sorted(set(params) - known)
+def job_notebooks(bundle: B.Bundle, job: str) -> list[Path]:
+    """The job's notebooks in task order; every task of a locally runnable job must be a notebook."""
+    paths = []
+    for task in bundle.tasks(job):
+        if task.notebook is None:
+            raise B.BundleError(f"job {job}: task {task.key} is not a notebook task; it cannot run locally")
+        paths.append(task.notebook)
+    return paths
+
+
+def job_params(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse: str) -> dict[str, str]:
+    """The job's parameter defaults (from its YAML), local defaults, then the user's --param values."""
+    defaults = bundle.parameters(job)
+    unknown = sorted(set(overrides) - set(defaults) - LOCAL_ONLY)
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; the notebooks take: {', '.join(sorted(known))}")
-    with contextlib.ExitStack() as stack:
-        if not os.environ.get("SPARK_REMOTE"):
-            log("[spark] starting the local Spark server ...", end="", flush=True)
-            start = time.perf_counter()
-            try:
-                url = stack.enter_context(shared_local_spark(params.get("lakehouse", ".lakehouse"),
-                                                             output_dir / "spark-server.log"))
-            except Exception:
-                log(" FAILED")
-                raise
-            log(f" ok ({time.perf_counter() - start:.1f} s, {url})")
-        return _execute(paths, declared, params, output_dir, notebook_dir, log)
+        raise ParameterError(f"unknown parameter(s) {', '.join(unknown)} for job {job}; "
+                             f"it takes: {', '.join(sorted(defaults))}")
+    return {**defaults, **{k: v for k, v in LOCAL_DEFAULTS.items() if k in defaults}, "lakehouse": lakehouse,
+            **overrides}
 
 
-def _execute(paths, declared, params, output_dir, notebook_dir, log) -> RunResult:
+def run_job(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse: str, output_dir: Path,
+            log=print) -> RunResult:
+    """Run one job of the bundle locally: its notebook tasks in dependency order, with its parameters."""
+    return run_notebooks(job_notebooks(bundle, job), job_params(bundle, job, overrides, lakehouse), output_dir,
+                         log=log)
+
+
+def run_notebooks(paths: list[Path], params: dict, output_dir: Path, log=print) -> RunResult:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    declared = {p.stem: declared_parameters(p) for p in paths}
+    with local_spark(params.get("lakehouse", ".lakehouse"), output_dir, log):
+        return _execute(paths, declared, params, output_dir, log)
+
+
+@contextlib.contextmanager
+def local_spark(lakehouse: str, output_dir: Path, log=print):
+    """The run's shared Spark: the one SPARK_REMOTE names, else a local server started for the block."""
+    if os.environ.get("SPARK_REMOTE"):
+        yield os.environ["SPARK_REMOTE"]
+        return
+    log("[spark] starting the local Spark server ...", end="", flush=True)
+    start = time.perf_counter()
+    try:
+        server = shared_local_spark(lakehouse, output_dir / "spark-server.log")
+        url = server.__enter__()
+    except Exception:
+        log(" FAILED")
+        raise
+    log(f" ok ({time.perf_counter() - start:.1f} s, {url})")
+    try:
+        yield url
+    except BaseException:
+        if not server.__exit__(*sys.exc_info()):
+            raise
+    else:
+        server.__exit__(None, None, None)
+
+
+def _execute(paths, declared, params, output_dir, log) -> RunResult:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -128,7 +159,7 @@ def _execute(paths, declared, params, output_dir, notebook_dir, log) -> RunResul
         try:
             with _stderr_to(output_dir / f"{path.stem}.log"):
                 pm.execute_notebook(str(path), str(out), parameters=mine, kernel_name="python3",
-                                    progress_bar=False, cwd=str(notebook_dir))
+                                    progress_bar=False, cwd=str(path.parent))
         except PapermillExecutionError as e:
             log(" FAILED")
             raise NotebookFailure(path.stem, out, e.exec_count, e.ename, e.evalue) from None

@@ -60,8 +60,16 @@ def table_path(lakehouse: str | os.PathLike, schema: str, table: str) -> Path:
     return warehouse_dir(lakehouse) / f"{schema.lower()}.db" / table.lower()
 
 
-def default_model_path(lakehouse: str | os.PathLike, schema: str) -> str:
-    """Where a local run saves the fitted pipeline model."""
+def default_model_path(lakehouse: str | os.PathLike, schema: str, catalog: str | None = None) -> str:
+    """Where the fitted pipeline model goes when model_path is empty.
+
+    Databricks with Unity Catalog: a volume in the output schema (seglib creates it when saving).
+    Fabric: the attached lakehouse's Files area. Locally: under the lakehouse folder.
+    """
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION") and catalog:
+        return f"/Volumes/{catalog}/{schema}/seglib_models/segmentation"
+    if is_managed_runtime():
+        return f"Files/seglib_models/{schema}/segmentation"
     return str(Path(lakehouse).resolve() / "models" / schema / "segmentation")
 
 

@@ -1,0 +1,98 @@
+"""Notebook parameters, whoever sets them: Databricks job parameters (widgets), Fabric's parameter
+cell, papermill's injected cell, or the defaults in the notebook's own `parameters` cell.
+
+The notebook's parameters cell declares which parameters it takes and their defaults; this module
+knows each parameter's type and rule, so a bad value stops the run with the parameter's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import ParameterError
+
+LOCAL_ONLY = {"lakehouse"}  # meaningful only for local runs; never a job parameter
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _identifier(name: str, optional: bool = False) -> Callable[[Any], str]:
+    def parse(value) -> str:
+        from .tables import check_identifier
+        text = _text(value)
+        return text if (optional and not text) else check_identifier(text, name)
+    return parse
+
+
+def _int(name: str, minimum: int) -> Callable[[Any], int]:
+    def parse(value) -> int:
+        try:
+            number = int(_text(value))
+        except ValueError:
+            raise ParameterError(f"{name} must be a whole number >= {minimum}, got {value!r}") from None
+        if number < minimum:
+            raise ParameterError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+        return number
+    return parse
+
+
+def _choice(name: str, options_of: Callable[[], tuple[str, ...]]) -> Callable[[Any], str]:
+    def parse(value) -> str:
+        text, options = _text(value), options_of()
+        if text not in options:
+            raise ParameterError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+        return text
+    return parse
+
+
+def _null_policies():
+    from .features import NULL_POLICIES
+    return NULL_POLICIES
+
+
+def _transforms():
+    from .cluster import TRANSFORMS
+    return TRANSFORMS
+
+
+@dataclass(frozen=True)
+class Param:
+    parse: Callable[[Any], Any]
+    help: str
+
+
+PARAMS: dict[str, Param] = {
+    "catalog": Param(_identifier("catalog", optional=True), "Unity Catalog catalog; empty = the session's default"),
+    "schema": Param(_identifier("schema"), "schema holding the Gold tables and the outputs"),
+    "lakehouse": Param(_text, "local runs only: folder of the Delta warehouse and catalog"),
+    "null_policy": Param(_choice("null_policy", _null_policies), "impute or drop"),
+    "k": Param(_int("k", 2), "number of segments"),
+    "seed": Param(_int("seed", 0), "random seed"),
+    "feature_transform": Param(_choice("feature_transform", _transforms), "log1p or none"),
+    "model_path": Param(_text, "where the fitted model goes; empty = seglib's default"),
+    "customers": Param(_int("customers", 1), "demo members to generate"),
+}
+
+
+def notebook_params(namespace: dict) -> dict[str, Any]:
+    """Resolve, type and validate the parameters the notebook's parameters cell declared.
+
+    On Databricks each one becomes a text widget whose default is the cell's value (so an interactive
+    user sees and can edit it) and whose value is the job parameter when the job sets one. Elsewhere
+    the cell's value stands (papermill and Fabric pipelines inject theirs after it). The typed values
+    are written back into *namespace*, so the notebook keeps using plain names.
+    """
+    dbutils = namespace.get("dbutils")
+    values = {}
+    for name, spec in PARAMS.items():
+        if name not in namespace:
+            continue
+        raw = namespace[name]
+        if dbutils is not None and name not in LOCAL_ONLY:
+            dbutils.widgets.text(name, _text(raw))
+            raw = dbutils.widgets.get(name)
+        values[name] = spec.parse(raw)
+    namespace.update(values)
+    return values

@@ -1,0 +1,161 @@
+"""`seglib validate`: the bundle checked offline, before anyone deploys it.
+
+- databricks.yml and its includes load; every target's jobs and dashboards load with the official
+  databricks-bundles classes, which reject unknown keys and wrong types;
+- every ${var.x} is declared; every depends_on names a task of the job;
+- every notebook_path exists and is an nbformat-4 notebook with a tagged `parameters` cell;
+- each job's parameters and its notebooks' parameters cells agree (names, and defaults of the knobs);
+- optionally, the wheel builds and `import seglib` works from it in a clean venv.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from . import bundle as B
+from .params import LOCAL_ONLY
+
+# The job sets these per deployment; a notebook's own default (e.g. catalog "" = the session's) may differ.
+DEPLOYMENT_PARAMS = {"catalog"}
+
+
+def check(root: Path | None = None) -> list[str]:
+    """All problems found (empty when the bundle is valid)."""
+    try:
+        bundle = B.load(root)
+    except B.BundleError as e:
+        return [str(e)]
+    problems = _undeclared_variables(bundle)
+    for target in [None, *bundle.target_names()]:
+        bundle.target = target
+        where = f"target {target}" if target else "base configuration"
+        problems += [f"{where}: {p}" for p in _typed_resources(bundle)]
+    bundle.target = None
+    for job in bundle.resources("jobs"):
+        problems += _job(bundle, job)
+    return sorted(set(problems), key=problems.index)
+
+
+def _undeclared_variables(bundle: B.Bundle) -> list[str]:
+    declared = set(bundle.config.get("variables") or {})
+    problems = []
+    for path in sorted({bundle.root / "databricks.yml", *bundle.files.values()}):
+        for name in sorted(set(B.VAR_REF.findall(path.read_text())) - declared):
+            problems.append(f"{path.relative_to(bundle.root)}: ${{var.{name}}} is not declared under variables")
+    return problems
+
+
+def _typed_resources(bundle: B.Bundle) -> list[str]:
+    from databricks.bundles.dashboards import Dashboard
+    from databricks.bundles.jobs import Job
+    problems = []
+    for kind, cls in (("jobs", Job), ("dashboards", Dashboard)):
+        for key, spec in bundle.resources(kind).items():
+            try:
+                cls.from_dict(spec)
+            except Exception as e:  # the package raises ValueError/TypeError naming the field
+                problems.append(f"{kind}.{key}: {e}")
+            if kind == "dashboards" and spec.get("file_path"):
+                if not (bundle.files[f"dashboards.{key}"].parent / spec["file_path"]).is_file():
+                    problems.append(f"dashboards.{key}: file_path {spec['file_path']} does not exist")
+    return problems
+
+
+def _job(bundle: B.Bundle, job: str) -> list[str]:
+    import nbformat
+    import papermill as pm
+
+    try:
+        tasks = bundle.tasks(job)
+        job_params = {p["name"]: p.get("default", "") for p in bundle.job(job).get("parameters") or []}
+        defaults = bundle.parameters(job)
+    except B.BundleError as e:
+        return [str(e)]
+    problems, declared_anywhere = [], set()
+    for task in tasks:
+        if task.notebook is None:
+            continue
+        where = f"job {job}, task {task.key}"
+        if not task.notebook.is_file():
+            problems.append(f"{where}: notebook {task.notebook.relative_to(bundle.root)} does not exist")
+            continue
+        try:
+            nb = nbformat.read(task.notebook, as_version=nbformat.NO_CONVERT)
+        except Exception as e:
+            problems.append(f"{where}: {task.notebook.name} is not a readable notebook ({e})")
+            continue
+        if nb.get("nbformat") != 4:
+            problems.append(f"{where}: {task.notebook.name} is nbformat {nb.get('nbformat')}, expected 4")
+            continue
+        if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+            problems.append(f"{where}: {task.notebook.name} has no cell tagged `parameters`")
+            continue
+        inspected = pm.inspect_notebook(str(task.notebook))
+        declared_anywhere |= set(inspected)
+        for name, p in inspected.items():
+            if name in LOCAL_ONLY:
+                continue
+            if name not in job_params:
+                problems.append(f"{where}: {task.notebook.name} takes parameter {name}, which job {job} does not pass")
+            elif name not in DEPLOYMENT_PARAMS and _literal(p["default"]) != defaults[name]:
+                problems.append(f"{where}: {task.notebook.name} defaults {name} to {_literal(p['default'])!r}, "
+                                f"job {job} to {defaults[name]!r}")
+    if any(t.notebook for t in tasks):
+        for name in sorted(set(job_params) - declared_anywhere):
+            problems.append(f"job {job}: parameter {name} is not declared by any of its notebooks")
+    problems += _run_job_tasks(bundle, job)
+    return problems
+
+
+def _run_job_tasks(bundle: B.Bundle, job: str) -> list[str]:
+    """A run_job_task must name a job of this bundle and pass only parameters that job takes."""
+    import re
+    problems, jobs = [], bundle.resources("jobs")
+    for task in bundle.job(job).get("tasks") or []:
+        spec = task.get("run_job_task")
+        if not spec:
+            continue
+        m = re.fullmatch(r"\$\{resources\.jobs\.([A-Za-z0-9_]+)\.id\}", str(spec.get("job_id", "")))
+        if not m or m.group(1) not in jobs:
+            problems.append(f"job {job}, task {task['task_key']}: job_id {spec.get('job_id')!r} is not "
+                            f"${{resources.jobs.<key>.id}} of a job in this bundle")
+            continue
+        takes = {p["name"] for p in jobs[m.group(1)].get("parameters") or []}
+        for name in sorted(set(spec.get("job_parameters") or {}) - takes):
+            problems.append(f"job {job}, task {task['task_key']}: passes {name}, which job {m.group(1)} does not take")
+    return problems
+
+
+def _literal(source: str) -> str:
+    import ast
+    try:
+        return str(ast.literal_eval(source))
+    except (ValueError, SyntaxError):
+        return source
+
+
+def check_wheel(root: Path | None = None, log=print) -> list[str]:
+    """Build the wheel as the bundle's artifact does, install it alone in a clean venv, import it."""
+    root = Path(root).resolve() if root else B.find_root()
+    with tempfile.TemporaryDirectory(prefix="seglib-wheel-") as tmp:
+        tmp = Path(tmp)
+        build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp / "dist"),
+                                str(root)], capture_output=True, text=True)
+        if build.returncode:
+            return [f"the wheel does not build: {build.stderr.strip()[-500:]}"]
+        wheel = next((tmp / "dist").glob("seglib-*.whl"))
+        subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, capture_output=True)
+        py = tmp / "venv" / "bin" / "python"
+        install = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
+                                 capture_output=True, text=True)
+        if install.returncode:
+            return [f"{wheel.name} does not install: {install.stderr.strip()[-500:]}"]
+        probe = ("import importlib.resources as r, seglib; "
+                 "assert (r.files('seglib') / 'log4j2.properties').is_file(); print(seglib.__version__)")
+        run = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, cwd=tmp)
+        if run.returncode:
+            return [f"`import seglib` fails from {wheel.name}: {run.stderr.strip()[-500:]}"]
+        log(f"  wheel {wheel.name} builds, installs and imports in a clean venv")
+    return []

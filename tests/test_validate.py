@@ -1,0 +1,135 @@
+"""`seglib validate` on the real bundle and on broken copies of it (offline, no Spark)."""
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from seglib import bundle as B
+from seglib.cli import main
+from seglib.validate import check
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def copy(tmp_path):
+    for name in ("databricks.yml", "resources", "notebooks", "dashboards"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name)
+        elif src.exists():
+            shutil.copy(src, tmp_path / name)
+    return tmp_path
+
+
+def edit_yaml(path: Path, change) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_the_shipped_bundle_is_valid():
+    assert check(ROOT) == []
+
+
+def test_cli_exit_codes(copy, capsys):
+    assert main(["validate", "--bundle", str(copy), "--skip-wheel"]) == 0
+    (copy / "notebooks" / "03_cluster.ipynb").unlink()
+    assert main(["validate", "--bundle", str(copy), "--skip-wheel"]) == 1
+    assert "03_cluster.ipynb does not exist" in capsys.readouterr().err
+
+
+def test_unknown_key_in_a_job_is_rejected_by_the_typed_classes(copy):
+    def add(d):
+        d["resources"]["jobs"]["segmentation"]["tasks"][0]["notebook_task"]["base_parameter"] = {"k": "5"}
+    edit_yaml(copy / "resources" / "segmentation.job.yml", add)
+    problems = check(copy)
+    assert any("jobs.segmentation" in p and "base_parameter" in p for p in problems), problems
+
+
+def test_unknown_key_in_a_target_override_is_rejected(copy):
+    edit_yaml(copy / "databricks.yml",
+              lambda d: d["targets"]["classic"]["resources"]["jobs"]["segmentation"].update({"max_concurent_runs": 1}))
+    problems = check(copy)
+    assert any(p.startswith("target classic: jobs.segmentation") and "max_concurent_runs" in p for p in problems)
+
+
+def test_missing_notebook(copy):
+    (copy / "notebooks" / "04_profile.ipynb").unlink()
+    assert any("task profile: notebook notebooks/04_profile.ipynb does not exist" in p for p in check(copy))
+
+
+def test_notebook_without_parameters_cell(copy):
+    path = copy / "notebooks" / "02_features.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("tags", None)
+    nbformat.write(nb, path)
+    assert any("02_features.ipynb has no cell tagged `parameters`" in p for p in check(copy))
+
+
+def test_parameter_the_job_does_not_pass(copy):
+    def drop(d):
+        params = d["resources"]["jobs"]["segmentation"]["parameters"]
+        params[:] = [p for p in params if p["name"] != "null_policy"]
+    edit_yaml(copy / "resources" / "segmentation.job.yml", drop)
+    assert any("02_features.ipynb takes parameter null_policy, which job segmentation does not pass" in p
+               for p in check(copy))
+
+
+def test_job_parameter_no_notebook_declares(copy):
+    edit_yaml(copy / "resources" / "segmentation.job.yml",
+              lambda d: d["resources"]["jobs"]["segmentation"]["parameters"].append({"name": "kk", "default": "5"}))
+    assert "job segmentation: parameter kk is not declared by any of its notebooks" in check(copy)
+
+
+def test_defaults_that_disagree(copy):
+    edit_yaml(copy / "databricks.yml", lambda d: d["variables"]["k"].update({"default": 6}))
+    assert any("03_cluster.ipynb defaults k to '5', job segmentation to '6'" in p for p in check(copy))
+
+
+def test_undeclared_variable(copy):
+    path = copy / "resources" / "segmentation.job.yml"
+    path.write_text(path.read_text().replace("${var.seed}", "${var.kmeans_seed}"))
+    assert any("${var.kmeans_seed} is not declared" in p for p in check(copy))
+
+
+def test_depends_on_an_unknown_task(copy):
+    def rename(d):
+        d["resources"]["jobs"]["segmentation"]["tasks"][2]["depends_on"] = [{"task_key": "featurse"}]
+    edit_yaml(copy / "resources" / "segmentation.job.yml", rename)
+    assert any("task cluster depends on 'featurse'" in p for p in check(copy))
+
+
+def test_run_job_task_passing_a_parameter_the_child_lacks(copy):
+    def add(d):
+        d["resources"]["jobs"]["demo_install"]["tasks"][0]["run_job_task"]["job_parameters"]["k"] = "7"
+    edit_yaml(copy / "resources" / "demo_install.job.yml", add)
+    assert any("passes k, which job demo_data does not take" in p for p in check(copy))
+
+
+def test_task_graph_and_defaults_come_from_the_job_yaml(copy):
+    b = B.load(ROOT)
+    assert [t.key for t in b.tasks("segmentation")] == ["load", "features", "cluster", "profile", "write"]
+    assert b.parameters("segmentation")["k"] == "5"
+    # Reordering the YAML does not change the dependency order; a new task joins the local run.
+    def shuffle(d):
+        tasks = d["resources"]["jobs"]["segmentation"]["tasks"]
+        tasks.reverse()
+        tasks.append({"task_key": "insights", "depends_on": [{"task_key": "write"}],
+                      "notebook_task": {"notebook_path": "../notebooks/04_profile.ipynb"}})
+    edit_yaml(copy / "resources" / "segmentation.job.yml", shuffle)
+    assert [t.key for t in B.load(copy).tasks("segmentation")] == [
+        "load", "features", "cluster", "profile", "write", "insights"]
+
+
+def test_target_overrides_merge_by_task_key_and_variables_resolve(monkeypatch):
+    b = B.load(ROOT, "classic")
+    load = next(t for t in b.job("segmentation")["tasks"] if t["task_key"] == "load")
+    assert load["job_cluster_key"] == "seglib_cluster" and load["notebook_task"]["notebook_path"].endswith("01_load.ipynb")
+    monkeypatch.setenv("BUNDLE_VAR_k", "7")
+    assert B.load(ROOT).parameters("segmentation")["k"] == "7"
+    with pytest.raises(B.BundleError, match="target 'nope' is not defined"):
+        B.load(ROOT, "nope")
