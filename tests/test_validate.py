@@ -133,3 +133,15 @@ def test_target_overrides_merge_by_task_key_and_variables_resolve(monkeypatch):
     assert B.load(ROOT).parameters("segmentation")["k"] == "7"
     with pytest.raises(B.BundleError, match="target 'nope' is not defined"):
         B.load(ROOT, "nope")
+
+
+def test_env_example_lists_what_the_code_reads():
+    keys = [line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
+            if line and not line.startswith("#")]
+    declared = set(B.load(ROOT).config["variables"])
+    assert {k.removeprefix("BUNDLE_VAR_") for k in keys if k.startswith("BUNDLE_VAR_")} == declared
+    sdk = {"DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"}  # read by databricks-sdk
+    source = "\n".join(p.read_text() for p in (ROOT / "src" / "seglib").glob("*.py"))
+    for key in keys:
+        if not key.startswith("BUNDLE_VAR_") and key not in sdk:
+            assert f'"{key}' in source, f"{key} is in .env.example but no seglib code reads it"

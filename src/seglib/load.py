@@ -7,7 +7,9 @@ from pyspark.sql.utils import AnalysisException
 from . import tables as TB
 from .errors import InputContractError
 
-GOLD_INPUTS = [TB.DIM_CUSTOMERS, TB.FACT_FLIGHTS, TB.FACT_TRANSACTIONS, TB.KPI_CUSTOMER_VALUE]
+GOLD_INPUTS = list(TB.GOLD_INPUTS)
+_MISSING = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "PATH_NOT_FOUND", "DELTA_MISSING_DELTA_TABLE",
+            "not a delta table", "not found")
 
 
 def _expected(table: str) -> str:
@@ -15,16 +17,19 @@ def _expected(table: str) -> str:
 
 
 def read_input(spark: SparkSession, table: str, schema: str, catalog: str | None = None) -> DataFrame:
-    """One Gold table, checked for presence and columns, cast to the contract's types."""
-    name = TB.qualified(table, schema, catalog)
+    """One Gold table (a catalog table, or a Delta folder under source_path), checked for presence
+    and columns, cast to the contract's types."""
+    name = TB.table_name(table, schema, catalog)
     try:
-        df = spark.read.table(name)
+        df = TB.read_table(spark, table, schema, catalog)
         columns = set(df.columns)  # resolves the table now, so a missing one fails here
     except AnalysisException as e:
-        if "TABLE_OR_VIEW_NOT_FOUND" in str(e) or "SCHEMA_NOT_FOUND" in str(e) or "not found" in str(e).lower():
+        if any(m.lower() in str(e).lower() for m in _MISSING):
+            where = (f"as Delta folders under {name.rsplit('/', 1)[0]}" if TB.table_path(table)
+                     else f"in schema {TB.schema_name(schema, catalog)}")
             raise InputContractError(
                 f"input table {name} does not exist. Expected the Gold tables "
-                f"{', '.join(GOLD_INPUTS)} in schema {TB.schema_name(schema, catalog)}; "
+                f"{', '.join(GOLD_INPUTS)} {where}; "
                 f"{table} needs columns: {_expected(table)}") from None
         raise
     missing = [f.name for f in TB.INPUT_SCHEMAS[table].fields if f.name not in columns]

@@ -6,6 +6,7 @@ knows each parameter's type and rule, so a bad value stops the run with the para
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,6 +48,34 @@ def _choice(name: str, options_of: Callable[[], tuple[str, ...]]) -> Callable[[A
     return parse
 
 
+_UNSAFE = re.compile(r"[\s'\"`]")
+_ABFSS = re.compile(r"^abfss://[^@/]+@[^/]+(/.*)?$")
+
+
+def _path(name: str) -> Callable[[Any], str]:
+    """A folder: abfss://<container>@<host>/..., /Volumes/..., another absolute or a relative path."""
+    def parse(value) -> str:
+        text = _text(value)
+        if _UNSAFE.search(text) or (":" in text and not _ABFSS.match(text)):
+            raise ParameterError(f"{name} must be an abfss://<container>@<host>/... URL, a /Volumes/ or other "
+                                 f"absolute path or a relative path, without quotes or spaces, got {value!r}")
+        return text
+    return parse
+
+
+def _pattern(name: str, pattern: str) -> Callable[[Any], str]:
+    """Empty, or a name matching *pattern* (secret scopes and keys: names, never secret values)."""
+    def parse(value) -> str:
+        text = _text(value)
+        if text and not re.fullmatch(pattern, text):
+            raise ParameterError(f"{name} must be empty or match {pattern}, got {value!r}")
+        return text
+    return parse
+
+
+_KEY = r"[A-Za-z0-9_.-]+"
+
+
 def _null_policies():
     from .features import NULL_POLICIES
     return NULL_POLICIES
@@ -73,6 +102,13 @@ PARAMS: dict[str, Param] = {
     "feature_transform": Param(_choice("feature_transform", _transforms), "log1p or none"),
     "model_path": Param(_text, "where the fitted model goes; empty = seglib's default"),
     "customers": Param(_int("customers", 1), "demo members to generate"),
+    "source_path": Param(_path("source_path"), "folder of the Gold input Delta tables; empty = catalog tables"),
+    "target_path": Param(_path("target_path"), "folder seglib writes its Delta tables to; empty = catalog tables"),
+    # A Databricks secret scope, or on Fabric the Key Vault URL; the keys name secrets in it.
+    "secret_scope": Param(_pattern("secret_scope", r"[A-Za-z0-9_.:/-]+"), "secret scope (or Key Vault URL)"),
+    "tenant_id_key": Param(_pattern("tenant_id_key", _KEY), "secret holding the service principal's tenant id"),
+    "client_id_key": Param(_pattern("client_id_key", _KEY), "secret holding the service principal's client id"),
+    "client_secret_key": Param(_pattern("client_secret_key", _KEY), "secret holding the client secret"),
 }
 
 

@@ -118,7 +118,7 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib", conf: 
     java_opts = " ".join([f"-Dderby.system.home={root} -Dlog4j2.configurationFile=file:{log4j}", java_options,
                           os.environ.get("SEGLIB_JAVA_OPTS", "")])
     builder = (
-        SparkSession.builder.master(os.environ.get("SEGLIB_SPARK_MASTER", f"local[{cores}]"))
+        SparkSession.builder.master(os.environ.get("SEGLIB_SPARK_MASTER") or f"local[{cores}]")
         .appName(app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
@@ -127,7 +127,7 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib", conf: 
         .config("spark.hadoop.javax.jdo.option.ConnectionURL",
                 f"jdbc:derby:;databaseName={root / 'metastore_db'};create=true")
         .config("spark.driver.extraJavaOptions", java_opts)
-        .config("spark.driver.memory", os.environ.get("SEGLIB_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.memory", os.environ.get("SEGLIB_DRIVER_MEMORY") or "4g")
         # A laptop has a handful of cores: 200 shuffle partitions would be 200 tiny tasks per stage.
         .config("spark.sql.shuffle.partitions", str(max(4, 2 * cores)))
         .config("spark.default.parallelism", str(max(4, 2 * cores)))

@@ -2,12 +2,17 @@
 
 Input: the Contoso airline Gold layer (DESIGN.md). Handover tables between notebooks live in the
 same schema, prefixed ``seg_``; outputs are the two gold tables dashboards read.
+
+Where they live: catalog tables (``catalog.schema.table``) by default, or Delta folders when
+``use_paths`` set a source path (the four Gold inputs) or a target path (everything seglib writes),
+e.g. OneLake ``abfss://<workspace>@onelake.dfs.fabric.microsoft.com/<lakehouse>.Lakehouse/Tables``.
+``read_table`` and ``save_table`` are the one place that decides.
 """
 from __future__ import annotations
 
 import re
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -87,6 +92,8 @@ INPUT_SCHEMAS: dict[str, T.StructType] = {
     ]),
 }
 
+GOLD_INPUTS = (DIM_CUSTOMERS, FACT_FLIGHTS, FACT_TRANSACTIONS, KPI_CUSTOMER_VALUE)
+
 GOLD_SUMMARY_COLUMNS = ["segment", "segment_name", "customer_count", "avg_flights", "avg_points", "avg_revenue"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]+$")
@@ -118,8 +125,44 @@ def conform(df: DataFrame, schema: T.StructType) -> DataFrame:
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
+# Folders of path-based Delta tables for this process; empty = catalog tables. Set by use_paths
+# (onelake.setup_storage in the notebooks), once per notebook process.
+_paths = {"source": "", "target": ""}
+
+
+def use_paths(source_path: str = "", target_path: str = "") -> None:
+    """Read the Gold inputs from *source_path* and read/write everything else under *target_path*
+    (one sub-folder per table); an empty path means catalog tables for that side."""
+    _paths["source"], _paths["target"] = (source_path or "").rstrip("/"), (target_path or "").rstrip("/")
+
+
+def table_path(table: str) -> str | None:
+    """The Delta folder of *table* when it lives at a path, None when it is a catalog table."""
+    base = _paths["source"] if table in GOLD_INPUTS else _paths["target"]
+    return f"{base}/{check_identifier(table, 'table')}" if base else None
+
+
+def table_name(table: str, schema: str, catalog: str | None = None) -> str:
+    """How messages name *table*: its path, or its qualified catalog name."""
+    return table_path(table) or qualified(table, schema, catalog)
+
+
+def read_table(spark: SparkSession, table: str, schema: str, catalog: str | None = None) -> DataFrame:
+    """Every table seglib reads, from its path or from the catalog."""
+    path = table_path(table)
+    if path:
+        return spark.read.format("delta").load(path)
+    return spark.read.table(qualified(table, schema, catalog))
+
+
 def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = None) -> str:
-    """Every table seglib writes: Delta, overwrite, schema replaced (the lab's mode)."""
+    """Every table seglib writes: Delta, overwrite, schema replaced (the lab's mode), at its path
+    or as a catalog table. Returns the path or the qualified name."""
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    path = table_path(table)
+    if path:
+        writer.save(path)
+        return path
     name = qualified(table, schema, catalog)
-    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(name)
+    writer.saveAsTable(name)
     return name

@@ -60,7 +60,8 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, p
 
 def lab_queries(schema: str, catalog: str | None = None) -> dict[str, str]:
     """The lab's two validation queries over the written table."""
-    t = TB.qualified(TB.GOLD_SEGMENTS, schema, catalog)
+    path = TB.table_path(TB.GOLD_SEGMENTS)  # OneLake / path mode: query the Delta folder directly
+    t = f"delta.`{path}`" if path else TB.qualified(TB.GOLD_SEGMENTS, schema, catalog)
     return {
         "customers per segment": f"SELECT segment_name, COUNT(*) AS customers FROM {t} "
                                  f"GROUP BY segment_name ORDER BY customers DESC",
