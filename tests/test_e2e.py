@@ -135,3 +135,20 @@ def test_missing_input_table_stops_the_load_step(run, tmp_path):
     assert proc.returncode == 1
     assert "01_load failed" in proc.stderr
     assert "InputContractError: input table `nowhere`.`dim_customers` does not exist" in proc.stderr
+
+
+def test_target_path_mode_writes_every_output_as_a_delta_folder(run, tmp_path):
+    """The OneLake mode's local equivalent: inputs from the catalog, outputs to a folder of Delta tables."""
+    lakehouse, _, _ = run
+    target = tmp_path / "Tables"
+    catalog_version = DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SEGMENTS))).version()
+    proc = seglib_cli("run", "--lakehouse", str(lakehouse), "--schema", "contoso", "--param", f"target_path={target}",
+                      "--param", "k=4", "--output", str(tmp_path / "runs"), cwd=os.getcwd())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for table in (TB.SEG_FEATURES, TB.SEG_ASSIGNMENTS, TB.SEG_PROFILE, TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY):
+        assert DeltaTable(str(target / table)).version() >= 0, table
+    assert len(DeltaTable(str(target / TB.GOLD_SEGMENTS)).to_pandas()) == CUSTOMERS
+    assert "customers per segment" in (tmp_path / "runs" / "05_write.ipynb").read_text()
+    printed = proc.stdout.split(f"gold_segment_summary ({CUSTOMERS:,} customers):")[1].strip().splitlines()
+    assert len(printed) == 1 + 4  # header + the k=4 segments written to the folder, not the catalog's five
+    assert DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SEGMENTS))).version() == catalog_version

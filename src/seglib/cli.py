@@ -62,22 +62,23 @@ def new_run_dir() -> Path:
 
 def cmd_run(args) -> int:
     from .runner import SEGMENTATION_JOB, parse_params, print_summary
-    job = args.job or SEGMENTATION_JOB
-    _run_jobs(args, [(job, parse_params(args.param))])
+    job, params = args.job or SEGMENTATION_JOB, parse_params(args.param)
+    _run_jobs(args, [(job, params)])
     if job == SEGMENTATION_JOB:
-        print_summary(args.lakehouse, args.schema, log=_log)
+        print_summary(args.lakehouse, args.schema, log=_log, target_path=params.get("target_path", ""))
     return 0
 
 
 def cmd_demo(args) -> int:
     from .runner import DEMO_DATA_JOB, SEGMENTATION_JOB, demo_tables_exist, parse_params, print_summary
-    jobs = [(SEGMENTATION_JOB, parse_params(args.param))]
+    params = parse_params(args.param)
+    jobs = [(SEGMENTATION_JOB, params)]
     if demo_tables_exist(args.lakehouse, args.schema):
         _log(f"Demo Gold tables found in {args.lakehouse} (schema {args.schema}); `make clean` to regenerate")
     else:
         jobs.insert(0, (DEMO_DATA_JOB, {"customers": str(args.customers), "seed": str(args.seed)}))
     _run_jobs(args, jobs)
-    print_summary(args.lakehouse, args.schema, log=_log)
+    print_summary(args.lakehouse, args.schema, log=_log, target_path=params.get("target_path", ""))
     return 0
 
 

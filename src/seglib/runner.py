@@ -176,18 +176,22 @@ def new_run_dir(base: Path = Path("runs")) -> Path:
     return base / run_id
 
 
-def read_summary(lakehouse: str | os.PathLike, schema: str):
-    """gold_segment_summary as pandas, read with delta-rs (no JVM needed)."""
+def read_summary(lakehouse: str | os.PathLike, schema: str, target_path: str = ""):
+    """gold_segment_summary as pandas, read with delta-rs (no JVM needed), from target_path if set."""
     from deltalake import DeltaTable
-    return DeltaTable(str(table_path(lakehouse, schema, TB.GOLD_SUMMARY))).to_pandas().sort_values("segment")
+    where = f"{target_path.rstrip('/')}/{TB.GOLD_SUMMARY}" if target_path else table_path(lakehouse, schema, TB.GOLD_SUMMARY)
+    return DeltaTable(str(where)).to_pandas().sort_values("segment")
 
 
 def demo_tables_exist(lakehouse: str | os.PathLike, schema: str) -> bool:
     return (table_path(lakehouse, schema, TB.KPI_CUSTOMER_VALUE) / "_delta_log").is_dir()
 
 
-def print_summary(lakehouse, schema, log=print) -> None:
-    summary = read_summary(lakehouse, schema)
+def print_summary(lakehouse, schema, log=print, target_path: str = "") -> None:
+    if "://" in target_path:  # a remote folder needs the run's credentials; the notebooks showed it
+        log(f"\n{TB.GOLD_SUMMARY} written under {target_path}; see 05_write in the run folder")
+        return
+    summary = read_summary(lakehouse, schema, target_path)
     log(f"\n{TB.GOLD_SUMMARY} ({int(summary.customer_count.sum()):,} customers):")
     log(summary.to_string(index=False))
 
