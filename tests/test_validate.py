@@ -145,3 +145,15 @@ def test_env_example_lists_what_the_code_reads():
     for key in keys:
         if not key.startswith("BUNDLE_VAR_") and key not in sdk:
             assert f'"{key}' in source, f"{key} is in .env.example but no seglib code reads it"
+
+
+def test_each_target_puts_tasks_on_exactly_one_kind_of_compute(copy):
+    for target, key in (("dev", "environment_key"), ("prod", "environment_key"), ("classic", "job_cluster_key")):
+        tasks = B.load(ROOT, target).job("segmentation")["tasks"]
+        assert all(t.get(key) for t in tasks), target
+    # Serverless and a cluster on the same task is refused before deploy.
+    def both(d):
+        d["targets"]["classic"]["resources"]["jobs"]["segmentation"]["tasks"][0]["environment_key"] = "default"
+    edit_yaml(copy / "databricks.yml", both)
+    assert any(p.startswith("target classic: jobs.segmentation, task load: sets both environment_key and job_cluster_key")
+               for p in check(copy))

@@ -57,9 +57,28 @@ def _typed_resources(bundle: B.Bundle) -> list[str]:
                 cls.from_dict(spec)
             except Exception as e:  # the package raises ValueError/TypeError naming the field
                 problems.append(f"{kind}.{key}: {e}")
+            if kind == "jobs":
+                problems += _task_compute(key, spec)
             if kind == "dashboards" and spec.get("file_path"):
                 if not (bundle.files[f"dashboards.{key}"].parent / spec["file_path"]).is_file():
                     problems.append(f"dashboards.{key}: file_path {spec['file_path']} does not exist")
+    return problems
+
+
+def _task_compute(job: str, spec: dict) -> list[str]:
+    """Each task runs on one kind of compute, and what it references exists in the job."""
+    problems = []
+    envs = {e.get("environment_key") for e in spec.get("environments") or []}
+    clusters = {c.get("job_cluster_key") for c in spec.get("job_clusters") or []}
+    for task in spec.get("tasks") or []:
+        where = f"jobs.{job}, task {task.get('task_key')}"
+        kinds = [k for k in ("environment_key", "job_cluster_key", "existing_cluster_id", "new_cluster") if task.get(k)]
+        if len(kinds) > 1:
+            problems.append(f"{where}: sets both {' and '.join(kinds)}; a task runs either serverless or on a cluster")
+        if task.get("environment_key") and task["environment_key"] not in envs:
+            problems.append(f"{where}: environment_key {task['environment_key']!r} is not in the job's environments")
+        if task.get("job_cluster_key") and task["job_cluster_key"] not in clusters:
+            problems.append(f"{where}: job_cluster_key {task['job_cluster_key']!r} is not in the job's job_clusters")
     return problems
 
 
