@@ -42,7 +42,7 @@ def cmd_generate(args) -> int:
 def _run_jobs(args, jobs: list[tuple[str, dict]]) -> None:
     """Run bundle jobs locally, one after the other, each with its own parameters (as demo_install does)."""
     from . import bundle as B
-    from .runner import local_spark, run_job
+    from .runner import local_spark, new_run_dir, run_job
     bundle = B.load(args.bundle, args.target)
     out = args.output or new_run_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -53,11 +53,6 @@ def _run_jobs(args, jobs: list[tuple[str, dict]]) -> None:
             _log(f"Running job {job} ({bundle.job(job).get('name', job)}) -> {out}")
             run_job(bundle, job, {"schema": args.schema, **params}, lakehouse, out, log=_log)
     _log(f"all notebooks ok in {time.perf_counter() - start:.1f} s")
-
-
-def new_run_dir() -> Path:
-    from .runner import new_run_dir as make
-    return make()
 
 
 def cmd_run(args) -> int:

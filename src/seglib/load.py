@@ -7,7 +7,6 @@ from pyspark.sql.utils import AnalysisException
 from . import tables as TB
 from .errors import InputContractError
 
-GOLD_INPUTS = list(TB.GOLD_INPUTS)
 _MISSING = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "PATH_NOT_FOUND", "DELTA_MISSING_DELTA_TABLE",
             "not a delta table", "not found")
 
@@ -29,7 +28,7 @@ def read_input(spark: SparkSession, table: str, schema: str, catalog: str | None
                      else f"in schema {TB.schema_name(schema, catalog)}")
             raise InputContractError(
                 f"input table {name} does not exist. Expected the Gold tables "
-                f"{', '.join(GOLD_INPUTS)} {where}; "
+                f"{', '.join(TB.GOLD_INPUTS)} {where}; "
                 f"{table} needs columns: {_expected(table)}") from None
         raise
     missing = [f.name for f in TB.INPUT_SCHEMAS[table].fields if f.name not in columns]
@@ -41,4 +40,4 @@ def read_input(spark: SparkSession, table: str, schema: str, catalog: str | None
 
 def load_gold(spark: SparkSession, schema: str, catalog: str | None = None) -> dict[str, DataFrame]:
     """The four Gold tables, each checked; the first problem found stops the run."""
-    return {t: read_input(spark, t, schema, catalog) for t in GOLD_INPUTS}
+    return {t: read_input(spark, t, schema, catalog) for t in TB.GOLD_INPUTS}

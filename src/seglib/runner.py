@@ -130,20 +130,14 @@ def local_spark(lakehouse: str, output_dir: Path, log=print):
         return
     log("[spark] starting the local Spark server ...", end="", flush=True)
     start = time.perf_counter()
-    try:
-        server = shared_local_spark(lakehouse, output_dir / "spark-server.log")
-        url = server.__enter__()
-    except Exception:
-        log(" FAILED")
-        raise
-    log(f" ok ({time.perf_counter() - start:.1f} s, {url})")
-    try:
-        yield url
-    except BaseException:
-        if not server.__exit__(*sys.exc_info()):
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(shared_local_spark(lakehouse, output_dir / "spark-server.log"))
+        except Exception:
+            log(" FAILED")
             raise
-    else:
-        server.__exit__(None, None, None)
+        log(f" ok ({time.perf_counter() - start:.1f} s, {url})")
+        yield url
 
 
 def _execute(paths, declared, params, output_dir, log) -> RunResult:
