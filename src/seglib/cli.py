@@ -104,6 +104,19 @@ def cmd_remote_run(args) -> int:
                       log=_log)
 
 
+def cmd_import_airline(args) -> int:
+    from .importers import AIRLINE_WHAT, TRANSACTIONS_WHAT, check_local_input, import_airline
+    from .session import get_spark
+    from .tables import check_identifier
+    check_identifier(args.schema, "schema")  # before starting Spark: a typo fails in a second
+    check_local_input(args.flight_csv, AIRLINE_WHAT)
+    if args.transactions:
+        check_local_input(args.transactions, TRANSACTIONS_WHAT)
+    _log(f"Importing {args.flight_csv} into {args.lakehouse}, schema {args.schema}")
+    import_airline(get_spark(args.lakehouse), args.flight_csv, args.schema, transactions=args.transactions, log=_log)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seglib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--bundle", type=Path, help="folder with databricks.yml (default: found from the cwd)")
     v.add_argument("--skip-wheel", action="store_true", help="do not build and import-test the wheel")
     v.set_defaults(func=cmd_validate)
+    ia = sub.add_parser("import-airline", help="build the four Gold tables from the lab's flight.csv (plain or .gz)")
+    ia.add_argument("flight_csv", metavar="FLIGHT_CSV", help="the lab's 23-column member file (CSV, or CSV.gz)")
+    _add_common(ia)
+    ia.add_argument("--transactions", metavar="JSON",
+                    help="the lab's customer_transactions.json (default: none, so no spend)")
+    ia.set_defaults(func=cmd_import_airline)
     return parser
 
 

@@ -51,6 +51,12 @@ class FeatureReport:
     def dropped(self) -> int:
         return self.rows_in - self.rows_out
 
+    def save(self, spark, schema: str, catalog: str | None = None) -> None:
+        """Handed over to the write step's run log."""
+        df = spark.createDataFrame([(self.policy, self.rows_in, self.rows_out, self.null_counts)],
+                                   "null_policy string, rows_in long, rows_out long, null_counts map<string,long>")
+        TB.save_table(df, TB.SEG_FEATURE_REPORT, schema, catalog)
+
     def lines(self) -> list[str]:
         out = [f"{self.rows_in:,} customers in, {self.rows_out:,} with features (null policy: {self.policy})"]
         for col, n in self.null_counts.items():

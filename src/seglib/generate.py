@@ -7,7 +7,7 @@ touch the driver. Shapes are calibrated to the public airline member data (quant
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -32,23 +32,64 @@ class Archetype:
     buy_share: float                    # share of members with ancillary purchases
     buys_per_flight: float
     spend_per_buy: tuple[float, float]
+    age_sd: float = 7.0
 
 
 # Calibrated by hand against ../shared/datasets (see the issue note): overall quantiles match the real
 # member data, and the archetypes overlap enough to be realistic while staying recoverable by KMeans.
 # Ancillary purchases are near-universal over two years; only completed ones count as spend.
 ARCHETYPES: list[Archetype] = [
-    Archetype("Premium Elite Members", 0.07, (55, 0.30), (1700, 0.30), (1.10, 0.25), (7, 0.70), 46,
-              (2600, 0.35), 0.995, 0.60, (140, 0.45)),
-    Archetype("Loyal Frequent Flyers", 0.20, (21, 0.25), (1450, 0.30), (0.72, 0.25), (25, 0.55), 43,
-              (1900, 0.40), 0.99, 0.50, (85, 0.45)),
-    Archetype("Occasional Travelers", 0.30, (8.5, 0.27), (1400, 0.35), (0.60, 0.30), (150, 0.27), 40,
-              (1500, 0.45), 0.98, 0.50, (60, 0.45)),
-    Archetype("At-Risk Customers", 0.25, (4.5, 0.40), (1400, 0.35), (0.60, 0.30), (480, 0.16), 41,
-              (1700, 0.40), 0.97, 0.45, (60, 0.45)),
-    Archetype("New Joiners", 0.18, (2.3, 0.12), (1250, 0.35), (0.55, 0.30), (11, 0.55), 32,
-              (210, 0.50), 0.98, 0.90, (45, 0.45)),
+    Archetype("Premium Elite Members", 0.07, (55, 0.30), (1700, 0.20), (1.10, 0.15), (7, 0.70), 48,
+              (2600, 0.35), 0.995, 0.60, (140, 0.30)),
+    Archetype("Loyal Frequent Flyers", 0.20, (21, 0.25), (1450, 0.20), (0.72, 0.15), (25, 0.55), 44,
+              (1900, 0.40), 0.99, 0.50, (85, 0.30)),
+    Archetype("Occasional Travelers", 0.30, (8.5, 0.22), (1400, 0.20), (0.60, 0.15), (150, 0.22), 40,
+              (1500, 0.45), 0.98, 0.50, (60, 0.30)),
+    Archetype("At-Risk Customers", 0.25, (4.5, 0.30), (1400, 0.20), (0.60, 0.15), (480, 0.16), 42,
+              (1700, 0.40), 0.97, 0.45, (60, 0.30)),
+    Archetype("New Joiners", 0.18, (2.3, 0.12), (1250, 0.20), (0.55, 0.15), (11, 0.55), 30,
+              (210, 0.50), 0.98, 0.90, (45, 0.30)),
 ]
+
+# A sixth behaviour, absent from the default mixture: few but very long, discounted-fare trips.
+LONG_HAUL = Archetype("Long-Haul Travelers", 0.0, (5, 0.30), (5200, 0.20), (0.95, 0.20), (70, 0.45), 52,
+                      (1800, 0.40), 0.98, 0.60, (120, 0.30))
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Which archetypes a fixture draws members from, in what proportions, and who buys ancillaries."""
+    weights: dict[str, float]             # archetype name -> weight
+    buyer_share: float | None = None      # None: each archetype's own buy_share; else this share of members
+
+
+_BY_NAME = {a.name: a for a in ARCHETYPES + [LONG_HAUL]}
+MIXTURES: dict[str, Mixture] = {
+    "default": Mixture({a.name: a.weight for a in ARCHETYPES}),
+    # Like the lab's data: more lapsed members, and only a handful with a transaction (its JSON is tiny).
+    "lab": Mixture({"Premium Elite Members": 0.05, "Loyal Frequent Flyers": 0.15, "Occasional Travelers": 0.35,
+                    "At-Risk Customers": 0.30, "New Joiners": 0.15}, buyer_share=0.002),
+    # Fixtures with another number of archetypes (k=auto should find 4 and 6).
+    "four": Mixture({"Premium Elite Members": 0.10, "Loyal Frequent Flyers": 0.25, "At-Risk Customers": 0.40,
+                     "New Joiners": 0.25}),
+    "six": Mixture({**{a.name: a.weight for a in ARCHETYPES}, LONG_HAUL.name: 0.12}),
+}
+
+
+def mixture_archetypes(mixture: str | Mixture) -> tuple[list[Archetype], Mixture]:
+    """The archetypes of *mixture* (a name in MIXTURES or a Mixture), weights applied, in a fixed order."""
+    if isinstance(mixture, str):
+        if mixture not in MIXTURES:
+            raise ValueError(f"mixture must be one of {', '.join(MIXTURES)}, got {mixture!r}")
+        mixture = MIXTURES[mixture]
+    unknown = set(mixture.weights) - set(_BY_NAME)
+    if unknown:
+        raise ValueError(f"unknown archetype(s) {', '.join(sorted(unknown))}; known: {', '.join(_BY_NAME)}")
+    chosen = [replace(_BY_NAME[n], weight=w) for n, w in mixture.weights.items() if w > 0]
+    if mixture.buyer_share is not None:
+        chosen = [replace(a, buy_share=mixture.buyer_share) for a in chosen]
+    return chosen, mixture
+
 
 PROVINCES = [  # (city, province, country): the real data is mostly Chinese work addresses
     ("Guangzhou", "Guangdong", "CN"), ("Shenzhen", "Guangdong", "CN"), ("Beijing", "Beijing", "CN"),
@@ -89,20 +130,26 @@ class _Draws:
         return expr.otherwise(F.lit(options[-1]))
 
 
-def _per_archetype(field: str, index: int | None = None) -> Column:
+def _per_archetype_of(archetypes: list[Archetype], field: str, index: int | None = None) -> Column:
     """The archetype's value of *field* for each row (column ``arch`` holds the archetype index)."""
-    values = [getattr(a, field) if index is None else getattr(a, field)[index] for a in ARCHETYPES]
+    values = [getattr(a, field) if index is None else getattr(a, field)[index] for a in archetypes]
     return F.element_at(F.array(*[F.lit(float(v)) for v in values]), F.col("arch") + 1)
 
 
-def members(spark: SparkSession, customers: int, seed: int) -> DataFrame:
+def members(spark: SparkSession, customers: int, seed: int, mixture: str | Mixture = "default") -> DataFrame:
     """One row per member with every generated attribute (not yet split into the Gold tables)."""
     if customers < 1:
         raise ValueError(f"customers must be >= 1, got {customers}")
+    archetypes, _ = mixture_archetypes(mixture)
     d = _Draws(seed)
+
+    def _per_archetype(field: str, index: int | None = None) -> Column:
+        return _per_archetype_of(archetypes, field, index)
+
     partitions = max(2, customers // 1_000_000)
     df = spark.range(0, customers, numPartitions=partitions)
-    df = df.withColumn("arch", d.choice("arch", list(range(len(ARCHETYPES))), [a.weight for a in ARCHETYPES]))
+    df = df.withColumn("arch", d.choice("arch", list(range(len(archetypes))), [a.weight for a in archetypes]))
+    df = df.withColumn("archetype", F.element_at(F.array(*[F.lit(a.name) for a in archetypes]), F.col("arch") + 1))
     # Mass-market archetypes share a small, partly random overlap in behaviour; heavy right tails come
     # from the lognormals.
     flights = F.greatest(F.lit(2), F.round(d.lognormal("flights", _per_archetype("flights", 0), _per_archetype("flights", 1))))
@@ -136,10 +183,10 @@ def members(spark: SparkSession, customers: int, seed: int) -> DataFrame:
     df = df.withColumn("exchange_count", F.when(d.uniform("exch.has") < 0.15, F.round(
         d.lognormal("exch", 1.5, 0.7))).otherwise(0).cast("int"))
     df = df.withColumn("avg_discount_rate", F.round(F.least(F.lit(1.5), F.greatest(
-        F.lit(0.1), 0.72 + 0.12 * d.normal("disc") + F.when(F.col("arch") == 0, 0.12).otherwise(0.0))), 4))
+        F.lit(0.1), 0.72 + 0.12 * d.normal("disc") + F.when(F.col("archetype") == ARCHETYPES[0].name, 0.12).otherwise(0.0))), 4))
     tier_signal = F.col("total_loyalty_points") * d.lognormal("tier", 1.0, 0.3)
     df = df.withColumn("loyalty_tier", F.when(tier_signal >= 90_000, 6).when(tier_signal >= 35_000, 5).otherwise(4))
-    age = F.round(_per_archetype("age_mean") + 9.5 * d.normal("age"))
+    age = F.round(_per_archetype("age_mean") + _per_archetype("age_sd") * d.normal("age"))
     age = F.when(d.uniform("age.extreme") < 0.0008, F.round(6 + 104 * d.uniform("age.x"))).otherwise(
         F.least(F.lit(92), F.greatest(F.lit(18), age)))
     df = df.withColumn("age", F.when(d.uniform("age.null") < 0.007, F.lit(None)).otherwise(age).cast("int"))
@@ -149,12 +196,13 @@ def members(spark: SparkSession, customers: int, seed: int) -> DataFrame:
     for i, name in enumerate(["city", "province", "country"]):
         df = df.withColumn(name, F.element_at(F.array(*[F.lit(p[i]) for p in PROVINCES]), place + 1))
     buys = F.when(d.uniform("buy.has") < _per_archetype("buy_share"), F.greatest(F.lit(1), F.round(
-        F.col("total_flights") * _per_archetype("buys_per_flight") * d.lognormal("buys", 1.0, 0.35)))).otherwise(0)
+        F.col("total_flights") * _per_archetype("buys_per_flight") * d.lognormal("buys", 1.0, 0.20)))).otherwise(0)
     return df.withColumn("n_purchases", buys.cast("int")).withColumn("customer_key", (F.col("id") + 1).cast("int"))
 
 
-def transactions(members_df: DataFrame, seed: int, dirty_rows: int) -> DataFrame:
+def transactions(members_df: DataFrame, seed: int, dirty_rows: int, mixture: str | Mixture = "default") -> DataFrame:
     """Ancillary purchases of members with n_purchases > 0, plus *dirty_rows* rows without a customer."""
+    archetypes, _ = mixture_archetypes(mixture)
     rows = members_df.where("n_purchases > 0").select(
         "customer_key", "arch", "tenure_days", "days_since_last_flight",
         F.explode(F.sequence(F.lit(1), F.col("n_purchases"))).alias("n"))
@@ -166,7 +214,8 @@ def transactions(members_df: DataFrame, seed: int, dirty_rows: int) -> DataFrame
         F.format_string("TX%09d-%05d", F.col("customer_key"), F.col("n")).alias("transaction_id"),
         "customer_key",
         F.date_sub(F.to_date(F.lit(WINDOW_END)), days_ago.cast("int")).alias("transaction_date"),
-        F.round(d.lognormal("amount", _per_archetype("spend_per_buy", 0), _per_archetype("spend_per_buy", 1)), 2)
+        F.round(d.lognormal("amount", _per_archetype_of(archetypes, "spend_per_buy", 0),
+                            _per_archetype_of(archetypes, "spend_per_buy", 1)), 2)
         .alias("transaction_amount"),
         d.choice("status", [s for s, _ in STATUSES], [w for _, w in STATUSES]).alias("status"),
         d.choice("region", REGIONS, [1] * len(REGIONS)).alias("region"),
@@ -203,16 +252,16 @@ def kpi_customer_value(dim: DataFrame, flights: DataFrame, tx: DataFrame) -> Dat
     return conform(kpi, TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE])
 
 
-def gold_tables(spark: SparkSession, customers: int, seed: int) -> dict[str, DataFrame]:
+def gold_tables(spark: SparkSession, customers: int, seed: int, mixture: str | Mixture = "default") -> dict[str, DataFrame]:
     """The four Gold tables and fixture_truth, as DataFrames (nothing is computed yet)."""
-    m = members(spark, customers, seed).withColumn("load_timestamp", F.to_timestamp(F.lit(LOAD_TIMESTAMP)))
+    m = members(spark, customers, seed, mixture).withColumn("load_timestamp", F.to_timestamp(F.lit(LOAD_TIMESTAMP)))
     m = (m.withColumn("loyalty_join_date", F.date_format("join_date", "M/d/yyyy"))
           .withColumn("first_flight_date", F.date_format("first_flight", "M/d/yyyy")))
     dim = conform(m, TB.INPUT_SCHEMAS[TB.DIM_CUSTOMERS])
     flights = conform(m, TB.INPUT_SCHEMAS[TB.FACT_FLIGHTS])
-    tx = conform(transactions(m, seed, dirty_rows=max(3, customers // 2000)), TB.INPUT_SCHEMAS[TB.FACT_TRANSACTIONS])
-    truth = m.select("customer_key", F.element_at(F.array(*[F.lit(a.name) for a in ARCHETYPES]),
-                                                   F.col("arch") + 1).alias("archetype"))
+    tx = conform(transactions(m, seed, dirty_rows=max(3, customers // 2000), mixture=mixture),
+                 TB.INPUT_SCHEMAS[TB.FACT_TRANSACTIONS])
+    truth = m.select("customer_key", "archetype")
     return {
         TB.DIM_CUSTOMERS: dim,
         TB.FACT_FLIGHTS: flights,
@@ -223,11 +272,11 @@ def gold_tables(spark: SparkSession, customers: int, seed: int) -> dict[str, Dat
 
 
 def generate_demo_data(spark: SparkSession, schema: str = "contoso", customers: int = 62_988, seed: int = 42,
-                       catalog: str | None = None, log=print) -> dict[str, int]:
+                       catalog: str | None = None, log=print, mixture: str | Mixture = "default") -> dict[str, int]:
     """Write the demo Gold layer (and fixture_truth) into *schema*; returns row counts per table."""
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {TB.schema_name(schema, catalog)}")
     counts = {}
-    for name, df in gold_tables(spark, customers, seed).items():
+    for name, df in gold_tables(spark, customers, seed, mixture).items():
         target = TB.save_table(df, name, schema, catalog)
         counts[name] = spark.read.table(target).count()
         log(f"  wrote {target}: {counts[name]:,} rows")

@@ -38,6 +38,14 @@ def read_input(spark: SparkSession, table: str, schema: str, catalog: str | None
     return TB.conform(df, TB.INPUT_SCHEMAS[table])
 
 
+def record_inputs(spark: SparkSession, counts: dict[str, int], schema: str, catalog: str | None = None) -> DataFrame:
+    """The Gold tables' Delta versions and row counts as this run read them (for the run log)."""
+    rows = [(t, TB.table_version(spark, t, schema, catalog), n) for t, n in counts.items()]
+    df = spark.createDataFrame(rows, "table string, version long, rows long")
+    TB.save_table(df, TB.SEG_INPUTS, schema, catalog)
+    return df
+
+
 def load_gold(spark: SparkSession, schema: str, catalog: str | None = None) -> dict[str, DataFrame]:
     """The four Gold tables, each checked; the first problem found stops the run."""
     return {t: read_input(spark, t, schema, catalog) for t in TB.GOLD_INPUTS}

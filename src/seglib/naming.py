@@ -9,7 +9,15 @@ Edit SIGNATURES to rename segments or change what they mean.
 from __future__ import annotations
 
 import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from scipy.optimize import linear_sum_assignment
+
+from .features import FEATURES
+
+# Naming compares clusters on a log scale for counts and amounts (so one extreme member does not make
+# a cluster "elite"), and in days for recency, which is what the signatures below are written in.
+LOG_SCALE = ["total_flights", "total_km_flown", "total_loyalty_points", "total_spent", "transaction_count"]
 
 SIGNATURES: list[tuple[str, dict[str, float]]] = [
     ("Premium Elite Members", {"total_flights": 1.6, "total_km_flown": 1.6, "total_loyalty_points": 1.6,
@@ -66,3 +74,24 @@ def assign_names(zscores: dict[int, dict[str, float]]) -> dict[int, tuple[int, s
         used.add(name)
         result[c] = (len(SIGNATURES) + i, name)
     return result
+
+
+def _naming_scale(c: str):
+    return F.log1p(F.col(c)) if c in LOG_SCALE else F.col(c)
+
+
+def cluster_zscores(features_df: DataFrame, assignments: DataFrame, by: str = "cluster") -> dict[int, dict[str, float]]:
+    """Per cluster (column *by* of *assignments*): each feature's mean relative to the population,
+    in population standard deviations, on the naming scale. One aggregation; k rows collected."""
+    scaled = features_df.join(assignments.select("customer_key", by), "customer_key").select(
+        by, *[_naming_scale(c).alias(c) for c in FEATURES])
+    pop = scaled.agg(*[F.avg(c).alias(f"m_{c}") for c in FEATURES],
+                     *[F.stddev_pop(c).alias(f"s_{c}") for c in FEATURES]).first()
+    rows = scaled.groupBy(by).agg(*[F.avg(c).alias(c) for c in FEATURES]).collect()
+    return {r[by]: {c: ((r[c] - pop[f"m_{c}"]) / pop[f"s_{c}"]) if pop[f"s_{c}"] else 0.0 for c in FEATURES}
+            for r in rows}
+
+
+def name_clusters(features_df: DataFrame, assignments: DataFrame) -> dict[int, tuple[int, str]]:
+    """cluster -> (segment id, segment name) from the clusters' profiles."""
+    return assign_names(cluster_zscores(features_df, assignments))

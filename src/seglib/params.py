@@ -86,6 +86,21 @@ def _transforms():
     return TRANSFORMS
 
 
+def _modes():
+    from .cluster import MODES
+    return MODES
+
+
+def _k(value):
+    from .cluster import parse_k
+    return parse_k(_text(value))
+
+
+def _k_range(value):
+    from .cluster import parse_k_range
+    return "%d-%d" % parse_k_range(_text(value))
+
+
 @dataclass(frozen=True)
 class Param:
     parse: Callable[[Any], Any]
@@ -97,7 +112,12 @@ PARAMS: dict[str, Param] = {
     "schema": Param(_identifier("schema"), "schema holding the Gold tables and the outputs"),
     "lakehouse": Param(_text, "local runs only: folder of the Delta warehouse and catalog"),
     "null_policy": Param(_choice("null_policy", _null_policies), "impute or drop"),
-    "k": Param(_int("k", 2), "number of segments"),
+    "mode": Param(_choice("mode", _modes), "fit (refit the model) or score (apply the saved model)"),
+    "k": Param(_k, "number of segments, or auto"),
+    "k_range": Param(_k_range, "the k values k=auto tries, e.g. 3-8"),
+    "n_init": Param(_int("n_init", 1), "KMeans restarts; the lowest-cost fit wins"),
+    "stability_runs": Param(_int("stability_runs", 0), "refits on half-samples to measure stability; 0 = skip"),
+    "run_id": Param(_pattern("run_id", r"[A-Za-z0-9_.:-]+"), "this run's id; empty = generated"),
     "seed": Param(_int("seed", 0), "random seed"),
     "feature_transform": Param(_choice("feature_transform", _transforms), "log1p or none"),
     "model_path": Param(_text, "where the fitted model goes; empty = seglib's default"),

@@ -115,8 +115,15 @@ def run_job(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse: st
                          log=log)
 
 
+# Databricks dynamic value references in job parameters, and their local meaning.
+def _dynamic_values(params: dict, output_dir: Path) -> dict:
+    """``{{job.run_id}}`` becomes the local run's id: its output folder's name."""
+    return {k: v.replace("{{job.run_id}}", output_dir.name) if isinstance(v, str) else v for k, v in params.items()}
+
+
 def run_notebooks(paths: list[Path], params: dict, output_dir: Path, log=print) -> RunResult:
     output_dir.mkdir(parents=True, exist_ok=True)
+    params = _dynamic_values(params, output_dir)
     declared = {p.stem: declared_parameters(p) for p in paths}
     with local_spark(params.get("lakehouse", ".lakehouse"), output_dir, log):
         return _execute(paths, declared, params, output_dir, log)

@@ -31,10 +31,14 @@ SEG_FEATURES = "seg_features"
 SEG_ASSIGNMENTS = "seg_assignments"
 SEG_CLUSTER_METRICS = "seg_cluster_metrics"
 SEG_PROFILE = "seg_profile"
+SEG_INPUTS = "seg_inputs"              # the Gold tables' Delta versions and row counts the run read
+SEG_FEATURE_REPORT = "seg_feature_report"
 
 # Outputs
 GOLD_SEGMENTS = "gold_customer_segments_ml"
 GOLD_SUMMARY = "gold_segment_summary"
+GOLD_MIGRATION = "gold_segment_migration"   # who moved between segments since the previous run
+GOLD_RUNS = "gold_segmentation_runs"        # one row appended per run
 
 INPUT_SCHEMAS: dict[str, T.StructType] = {
     DIM_CUSTOMERS: T.StructType([
@@ -94,7 +98,8 @@ INPUT_SCHEMAS: dict[str, T.StructType] = {
 
 GOLD_INPUTS = (DIM_CUSTOMERS, FACT_FLIGHTS, FACT_TRANSACTIONS, KPI_CUSTOMER_VALUE)
 
-GOLD_SUMMARY_COLUMNS = ["segment", "segment_name", "customer_count", "avg_flights", "avg_points", "avg_revenue"]
+GOLD_SUMMARY_COLUMNS = ["segment", "segment_name", "customer_count", "avg_flights", "avg_points", "avg_revenue",
+                        "run_id"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -155,10 +160,11 @@ def read_table(spark: SparkSession, table: str, schema: str, catalog: str | None
     return spark.read.table(qualified(table, schema, catalog))
 
 
-def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = None) -> str:
-    """Every table seglib writes: Delta, overwrite, schema replaced (the lab's mode), at its path
-    or as a catalog table. Returns the path or the qualified name."""
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = None, mode: str = "overwrite") -> str:
+    """Every table seglib writes: Delta, overwrite with the schema replaced (the lab's mode) or append,
+    at its path or as a catalog table. Returns the path or the qualified name."""
+    writer = df.write.format("delta").mode(mode)
+    writer = writer.option("overwriteSchema", "true") if mode == "overwrite" else writer
     path = table_path(table)
     if path:
         writer.save(path)
@@ -166,3 +172,27 @@ def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = Non
     name = qualified(table, schema, catalog)
     writer.saveAsTable(name)
     return name
+
+
+def sql_name(table: str, schema: str, catalog: str | None = None) -> str:
+    path = table_path(table)
+    return f"delta.`{path}`" if path else qualified(table, schema, catalog)
+
+
+def table_version(spark: SparkSession, table: str, schema: str, catalog: str | None = None) -> int | None:
+    """The Delta version of *table* now, or None when it does not exist yet."""
+    path = table_path(table)
+    exists = (spark.catalog.tableExists(qualified(table, schema, catalog).replace("`", "")) if not path else True)
+    if not exists:
+        return None
+    try:
+        return int(spark.sql(f"DESCRIBE HISTORY {sql_name(table, schema, catalog)} LIMIT 1").first()["version"])
+    except Exception as e:  # noqa: BLE001 - a path that is not (yet) a Delta table
+        if "not a delta table" in str(e).lower() or "PATH_NOT_FOUND" in str(e) or "DELTA_MISSING" in str(e):
+            return None
+        raise
+
+
+def read_version(spark: SparkSession, table: str, version: int, schema: str, catalog: str | None = None) -> DataFrame:
+    """*table* as it was at Delta *version* (time travel)."""
+    return spark.sql(f"SELECT * FROM {sql_name(table, schema, catalog)} VERSION AS OF {int(version)}")

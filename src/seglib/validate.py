@@ -17,8 +17,9 @@ from pathlib import Path
 from . import bundle as B
 from .params import LOCAL_ONLY
 
-# The job sets these per deployment; a notebook's own default (e.g. catalog "" = the session's) may differ.
-DEPLOYMENT_PARAMS = {"catalog"}
+# The job sets these per deployment or per run; a notebook's own default (e.g. catalog "" = the
+# session's, run_id "" = generated) may differ.
+DEPLOYMENT_PARAMS = {"catalog", "run_id"}
 
 
 def check(root: Path | None = None) -> list[str]:

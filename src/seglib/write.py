@@ -1,29 +1,48 @@
-"""Stage 5: the two gold tables, validated before anything is written."""
+"""Stage 5: the gold tables, validated before anything is written; the migration since the previous
+run; one row in the run log."""
 from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from . import tables as TB
 from .errors import ValidationError
+from .migration import segment_migration
 from .tables import save_table
 
 UNSEGMENTED_ID = -1
 UNSEGMENTED_NAME = "Unsegmented (incomplete data)"  # only with null_policy=drop
 
+RUNS_SCHEMA = ("run_id string, run_time timestamp, mode string, parameters map<string,string>, k int, "
+               "silhouette double, stability_ari double, segment_stability map<string,double>, "
+               "unstable_segments array<string>, customers long, input_rows map<string,long>, "
+               "input_versions map<string,long>, output_versions map<string,long>, model_path string")
 
-def build_outputs(kpi: DataFrame, assignments: DataFrame, profile: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """gold_customer_segments_ml (every KPI column + segment + segment_name) and gold_segment_summary."""
-    labels = assignments.join(F.broadcast(profile.select("cluster", "segment", "segment_name")), "cluster")
-    segments = (kpi.join(labels.select("customer_key", "segment", "segment_name"), "customer_key", "left")
+
+def new_run_id() -> str:
+    """For runs without one (interactive): UTC time plus a random suffix, sortable and unique."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def build_outputs(kpi: DataFrame, assignments: DataFrame, run_id: str) -> tuple[DataFrame, DataFrame]:
+    """gold_customer_segments_ml (every KPI column + segment, segment_name, run_id) and gold_segment_summary."""
+    labels = assignments.select("customer_key", "segment", "segment_name")
+    segments = (kpi.join(labels, "customer_key", "left")
                 .withColumn("segment", F.coalesce("segment", F.lit(UNSEGMENTED_ID)).cast("int"))
-                .withColumn("segment_name", F.coalesce("segment_name", F.lit(UNSEGMENTED_NAME))))
-    segments = segments.select(*kpi.columns, "segment", "segment_name")
+                .withColumn("segment_name", F.coalesce("segment_name", F.lit(UNSEGMENTED_NAME)))
+                .withColumn("run_id", F.lit(run_id)))
+    segments = segments.select(*kpi.columns, "segment", "segment_name", "run_id")
     summary = (segments.groupBy("segment", "segment_name")
                .agg(F.count("*").alias("customer_count"),
                     F.round(F.avg("total_flights"), 1).alias("avg_flights"),
                     F.round(F.avg("total_loyalty_points"), 0).alias("avg_points"),
                     F.round(F.avg("total_spent"), 2).alias("avg_revenue"))
+               .withColumn("run_id", F.lit(run_id))
                .orderBy("segment"))
     return segments, summary.select(*TB.GOLD_SUMMARY_COLUMNS)
 
@@ -49,22 +68,51 @@ def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame) ->
     return {"customers": s["rows"], "unsegmented": s["unsegmented"], "summary_total": summary_total}
 
 
-def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, profile: DataFrame,
-                  schema: str, catalog: str | None = None) -> dict[str, int]:
-    segments, summary = build_outputs(kpi, assignments, profile)
+def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, schema: str,
+                  catalog: str | None = None, run_id: str = "") -> dict:
+    """Validate, write both gold tables and the migration since the previous version; returns the checks,
+    the run id and the output tables' Delta versions."""
+    run_id = run_id or new_run_id()
+    segments, summary = build_outputs(kpi, assignments, run_id)
     checks = validate_outputs(kpi, segments, summary)
+    previous = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
     save_table(segments, TB.GOLD_SEGMENTS, schema, catalog)
     save_table(summary, TB.GOLD_SUMMARY, schema, catalog)
-    return checks
+    current = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
+    before = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
+    after = TB.read_version(spark, TB.GOLD_SEGMENTS, current, schema, catalog)
+    save_table(segment_migration(before, after, run_id, previous, current), TB.GOLD_MIGRATION, schema, catalog)
+    versions = {t: TB.table_version(spark, t, schema, catalog) for t in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY,
+                                                                         TB.GOLD_MIGRATION)}
+    return {**checks, "run_id": run_id, "output_versions": versions, "previous_version": previous}
+
+
+def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None = None) -> DataFrame:
+    """Append this run's row to gold_segmentation_runs, from the steps' handover tables."""
+    m = TB.read_table(spark, TB.SEG_CLUSTER_METRICS, schema, catalog).first()
+    inputs = TB.read_table(spark, TB.SEG_INPUTS, schema, catalog).collect()  # one row per Gold table
+    report = TB.read_table(spark, TB.SEG_FEATURE_REPORT, schema, catalog).first()
+    parameters = {**(m["parameters"] or {}), "null_policy": report["null_policy"]}
+    row = (written["run_id"], datetime.now(timezone.utc).replace(tzinfo=None), m["mode"], parameters, m["k"],
+           m["silhouette"], m["stability_ari"], m["segment_stability"], m["unstable_segments"],
+           written["customers"], {r["table"]: r["rows"] for r in inputs},
+           {r["table"]: r["version"] for r in inputs}, written["output_versions"], m["model_path"])
+    record = spark.createDataFrame([row], RUNS_SCHEMA)
+    save_table(record, TB.GOLD_RUNS, schema, catalog, mode="append")
+    return record
 
 
 def lab_queries(schema: str, catalog: str | None = None) -> dict[str, str]:
     """The lab's two validation queries over the written table."""
-    path = TB.table_path(TB.GOLD_SEGMENTS)  # OneLake / path mode: query the Delta folder directly
-    t = f"delta.`{path}`" if path else TB.qualified(TB.GOLD_SEGMENTS, schema, catalog)
+    t = TB.sql_name(TB.GOLD_SEGMENTS, schema, catalog)
     return {
         "customers per segment": f"SELECT segment_name, COUNT(*) AS customers FROM {t} "
                                  f"GROUP BY segment_name ORDER BY customers DESC",
         "segment x loyalty tier": f"SELECT segment_name, loyalty_tier, COUNT(*) AS customers FROM {t} "
                                   f"GROUP BY segment_name, loyalty_tier ORDER BY segment_name, loyalty_tier",
     }
+
+
+def run_log_json(record: DataFrame) -> str:
+    """The run's log row as indented JSON, for the notebook."""
+    return json.dumps(record.first().asDict(recursive=True), indent=2, default=str)
