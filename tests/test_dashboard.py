@@ -239,9 +239,9 @@ def gold(spark):
     kpi_schema = TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE]
     kpi = spark.createDataFrame(_kpi_rows(), kpi_schema)
     assignments = spark.createDataFrame(
-        [(k, _cluster(k)) for k in range(1, N_CUSTOMERS)], "customer_key int, cluster int")
-    profile = spark.createDataFrame([(c, c, NAMES[c]) for c in NAMES], "cluster int, segment int, segment_name string")
-    segments, summary = build_outputs(kpi, assignments, profile)
+        [(k, _cluster(k), _cluster(k), NAMES[_cluster(k)]) for k in range(1, N_CUSTOMERS)],
+        "customer_key int, cluster int, segment int, segment_name string")
+    segments, summary = build_outputs(kpi, assignments, "dashboard-test")
     TB.save_table(segments, TB.GOLD_SEGMENTS, schema)
     TB.save_table(summary, TB.GOLD_SUMMARY, schema)
     yield schema
@@ -269,8 +269,8 @@ def test_gold_tables_have_the_pipeline_columns(spark, gold):
     with _current_database(spark, gold):
         seg = spark.table(TB.GOLD_SEGMENTS)
         summ = spark.table(TB.GOLD_SUMMARY)
-        assert seg.columns == [f.name for f in TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE].fields] + ["segment",
-                                                                                                  "segment_name"]
+        assert seg.columns == [f.name for f in TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE].fields] + [
+            "segment", "segment_name", "run_id"]
         assert summ.columns == TB.GOLD_SUMMARY_COLUMNS
         assert dict(seg.dtypes)["segment"] == "int" and dict(seg.dtypes)["loyalty_tier"] == "int"
         assert seg.count() == N_CUSTOMERS

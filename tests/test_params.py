@@ -40,12 +40,19 @@ def test_databricks_widgets_declared_with_defaults_and_job_values_win():
     assert dbutils.widgets.created == {"catalog": "", "schema": "contoso", "k": "5", "seed": "42"}  # no lakehouse
     assert values["k"] == 6 and values["catalog"] == "main" and values["schema"] == "contoso"
     assert ns["k"] == 6
+    auto = notebook_params(cell(k="Auto", mode="score", k_range=" 4 - 6", run_id="123-abc"))
+    assert auto["k"] == "auto" and auto["mode"] == "score" and auto["k_range"] == "4-6" and auto["run_id"] == "123-abc"
 
 
 @pytest.mark.parametrize("name,value,message", [
-    ("k", "0", "k must be a whole number >= 2, got '0'"),
-    ("k", "1", "k must be a whole number >= 2"),
-    ("k", "five", "k must be a whole number >= 2, got 'five'"),
+    ("k", "0", "k must be a whole number >= 2 or auto, got '0'"),
+    ("k", "1", "k must be a whole number >= 2 or auto"),
+    ("k", "five", "k must be a whole number >= 2 or auto, got 'five'"),
+    ("k_range", "8-3", "k_range must look like 3-8"),
+    ("mode", "refit", "mode must be one of fit, score, got 'refit'"),
+    ("n_init", "0", "n_init must be a whole number >= 1"),
+    ("stability_runs", "-1", "stability_runs must be a whole number >= 0"),
+    ("run_id", "a b;c", "run_id must be empty or match"),
     ("schema", "contoso; DROP TABLE x", r"schema must match \[A-Za-z0-9_\]\+"),
     ("catalog", "ma`in", "catalog must match"),
     ("schema", "", "schema must match"),

@@ -4,7 +4,8 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
 from seglib import tables as TB
-from seglib.cluster import cluster_means, fit_segments, parse_k, save_cluster_outputs, transform_statement
+from seglib.cluster import (cluster_means, fit_segments, parse_k, parse_k_range, save_cluster_outputs, save_model,
+                            transform_statement)
 from seglib.errors import ParameterError, ValidationError
 from seglib.features import build_features
 from seglib.load import read_input
@@ -18,13 +19,21 @@ from seglib.write import UNSEGMENTED_NAME, build_outputs, validate_outputs, writ
 def fitted(spark, demo):
     features, _ = build_features(read_input(spark, TB.KPI_CUSTOMER_VALUE, demo))
     features = features.cache()
-    return features, fit_segments(features, k=5, seed=42)
+    return features, fit_segments(features, k=5, seed=42, stability_runs=0, log=lambda *a: None)
 
 
 @pytest.mark.parametrize("k", [0, 1, "five", "2.5", None])
 def test_bad_k(k):
-    with pytest.raises(ParameterError, match="k must be a whole number >= 2"):
+    with pytest.raises(ParameterError, match="k must be a whole number >= 2 or auto"):
         parse_k(k)
+
+
+def test_k_and_k_range_parsing():
+    assert parse_k(" 6 ") == 6 and parse_k("AUTO") == "auto"
+    assert parse_k_range("3-8") == (3, 8) and parse_k_range(" 2 - 4 ") == (2, 4)
+    for bad in ["8-3", "1-4", "3", "a-b", "3-99"]:
+        with pytest.raises(ParameterError, match="k_range must look like 3-8"):
+            parse_k_range(bad)
 
 
 def test_transform_statement(spark):
@@ -34,7 +43,8 @@ def test_transform_statement(spark):
                                "transaction_count double")
     sql = transform_statement(df, "log1p")
     assert "LN(1 + GREATEST(`total_spent`, 0) / 5.0)" in sql  # median of the positive values only
-    assert "CAST(`days_since_last_flight` AS DOUBLE)" in sql and "CAST(`age` AS DOUBLE)" in sql
+    assert "LN(1 + GREATEST(`days_since_last_flight`, 0) / 5.0)" in sql and "CAST(`age` AS DOUBLE)" in sql
+    assert "LEAST(GREATEST(CAST(`age` AS DOUBLE), 30.0), 40.0) AS `x_age`" in sql  # clipped to p1..p99
     assert "LN(" not in transform_statement(df, "none")
     with pytest.raises(ParameterError, match="feature_transform must be one of log1p, none"):
         transform_statement(df, "sqrt")
@@ -43,7 +53,7 @@ def test_transform_statement(spark):
 def test_too_few_customers_for_k(spark):
     df, _ = build_features(_kpi(spark, [(1, 30, 2, 100, 10, 5, 1.0, 1), (2, 31, 3, 200, 20, 9, 2.0, 2)]))
     with pytest.raises(ParameterError, match="k=5 segments need at least 5 customers"):
-        fit_segments(df, k=5)
+        fit_segments(df, k=5, log=lambda *a: None)
 
 
 def test_fit_assigns_every_customer_and_saves_a_reusable_model(spark, fitted, schema, tmp_path):
@@ -53,8 +63,9 @@ def test_fit_assigns_every_customer_and_saves_a_reusable_model(spark, fitted, sc
     assert 0.3 < result.silhouette <= 1
     means = cluster_means(features, result.assignments).toPandas()
     assert means.customers.sum() == 3000
+    save_model(result, str(tmp_path / "model"))
     save_cluster_outputs(result, str(tmp_path / "model"), schema)
-    reloaded = PipelineModel.load(str(tmp_path / "model"))
+    reloaded = PipelineModel.load(str(tmp_path / "model" / "pipeline"))
     again = reloaded.transform(features).select("customer_key", F.col("cluster").alias("again"))
     assert again.join(result.assignments, "customer_key").where("again != cluster").count() == 0
     metrics = spark.read.table(f"{schema}.{TB.SEG_CLUSTER_METRICS}").first()
@@ -63,7 +74,7 @@ def test_fit_assigns_every_customer_and_saves_a_reusable_model(spark, fitted, sc
 
 def test_same_seed_same_assignments(fitted):
     features, result = fitted
-    again = fit_segments(features, k=5, seed=42)
+    again = fit_segments(features, k=5, seed=42, stability_runs=0, log=lambda *a: None)
     joined = again.assignments.withColumnRenamed("cluster", "c2").join(result.assignments, "customer_key")
     assert joined.where("c2 != cluster").count() == 0
 
@@ -76,6 +87,7 @@ def test_profile_arithmetic_and_names(spark, fitted):
     direct = (features.join(result.assignments, "customer_key").groupBy("cluster")
               .agg(F.avg("total_flights").alias("f"), F.avg("days_since_last_flight").alias("d")).toPandas()
               .set_index("cluster"))
+    assert list(profile.cluster) == [next(c for c, (s, _) in result.names.items() if s == seg) for seg in profile.segment]
     for _, row in profile.iterrows():
         assert row.avg_flights == pytest.approx(direct.loc[row.cluster, "f"], abs=0.006)
         assert row.avg_days_since_last_flight == pytest.approx(direct.loc[row.cluster, "d"], abs=0.006)
@@ -89,15 +101,16 @@ def test_profile_arithmetic_and_names(spark, fitted):
 def _profile_and_kpi(spark, demo, fitted):
     features, result = fitted
     kpi = read_input(spark, TB.KPI_CUSTOMER_VALUE, demo)
-    return kpi, result.assignments, profile_segments(features, result.assignments)
+    return kpi, result.assignments
 
 
 def test_outputs_are_validated_and_written(spark, demo, fitted, schema):
-    kpi, assignments, profile = _profile_and_kpi(spark, demo, fitted)
-    checks = write_outputs(spark, kpi, assignments, profile, schema)
-    assert checks == {"customers": 3000, "unsegmented": 0, "summary_total": 3000}
+    kpi, assignments = _profile_and_kpi(spark, demo, fitted)
+    written = write_outputs(spark, kpi, assignments, schema, run_id="r1")
+    assert {k: written[k] for k in ("customers", "unsegmented", "summary_total", "run_id")} == {
+        "customers": 3000, "unsegmented": 0, "summary_total": 3000, "run_id": "r1"}
     seg = spark.read.table(f"{schema}.{TB.GOLD_SEGMENTS}")
-    assert seg.columns == kpi.columns + ["segment", "segment_name"]
+    assert seg.columns == kpi.columns + ["segment", "segment_name", "run_id"]
     summary = spark.read.table(f"{schema}.{TB.GOLD_SUMMARY}")
     assert summary.columns == TB.GOLD_SUMMARY_COLUMNS
     # avg columns rounded as the lab does: flights 1 dp, points 0 dp, revenue 2 dp
@@ -109,16 +122,16 @@ def test_outputs_are_validated_and_written(spark, demo, fitted, schema):
 
 
 def test_validation_refuses_duplicates_and_writes_nothing(spark, demo, fitted, schema):
-    kpi, assignments, profile = _profile_and_kpi(spark, demo, fitted)
+    kpi, assignments = _profile_and_kpi(spark, demo, fitted)
     doubled = assignments.unionByName(assignments.limit(3))
     with pytest.raises(ValidationError, match="3 duplicate customer_key rows"):
-        write_outputs(spark, kpi, doubled, profile, schema)
+        write_outputs(spark, kpi, doubled, schema)
     assert not spark.catalog.tableExists(f"{schema}.{TB.GOLD_SEGMENTS}")
 
 
 def test_customers_left_out_by_drop_policy_are_labelled_unsegmented(spark, demo, fitted):
-    kpi, assignments, profile = _profile_and_kpi(spark, demo, fitted)
-    segments, summary = build_outputs(kpi, assignments.where("customer_key > 10"), profile)
+    kpi, assignments = _profile_and_kpi(spark, demo, fitted)
+    segments, summary = build_outputs(kpi, assignments.where("customer_key > 10"), "r")
     checks = validate_outputs(kpi, segments, summary)
     assert checks["unsegmented"] == 10
     assert segments.where(F.col("segment_name") == UNSEGMENTED_NAME).count() == 10

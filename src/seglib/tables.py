@@ -98,6 +98,8 @@ INPUT_SCHEMAS: dict[str, T.StructType] = {
 
 GOLD_INPUTS = (DIM_CUSTOMERS, FACT_FLIGHTS, FACT_TRANSACTIONS, KPI_CUSTOMER_VALUE)
 
+# gold_customer_segments_ml = every kpi_customer_value column, then these
+GOLD_SEGMENT_COLUMNS = ["segment", "segment_name", "run_id"]
 GOLD_SUMMARY_COLUMNS = ["segment", "segment_name", "customer_count", "avg_flights", "avg_points", "avg_revenue",
                         "run_id"]
 

@@ -36,7 +36,7 @@ def build_outputs(kpi: DataFrame, assignments: DataFrame, run_id: str) -> tuple[
                 .withColumn("segment", F.coalesce("segment", F.lit(UNSEGMENTED_ID)).cast("int"))
                 .withColumn("segment_name", F.coalesce("segment_name", F.lit(UNSEGMENTED_NAME)))
                 .withColumn("run_id", F.lit(run_id)))
-    segments = segments.select(*kpi.columns, "segment", "segment_name", "run_id")
+    segments = segments.select(*kpi.columns, *TB.GOLD_SEGMENT_COLUMNS)
     summary = (segments.groupBy("segment", "segment_name")
                .agg(F.count("*").alias("customer_count"),
                     F.round(F.avg("total_flights"), 1).alias("avg_flights"),
