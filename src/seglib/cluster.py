@@ -87,11 +87,19 @@ def transform_statement(features_df: DataFrame, transform: str) -> str:
 
 def prepare(features_df: DataFrame, transform: str = "log1p") -> PipelineModel:
     """The fitted transform -> assemble -> standardise stages (column ``features``)."""
-    return Pipeline(stages=[
+    prep = Pipeline(stages=[
         SQLTransformer(statement=transform_statement(features_df, transform)),
         VectorAssembler(inputCols=[model_column(c) for c in FEATURES], outputCol="raw_features"),
         StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True),
     ]).fit(features_df)
+    _KEEP.extend((prep, *prep.stages))
+    return prep
+
+
+# Spark Connect (pyspark 4.1) frees a fitted model on the server when Python garbage-collects it, from
+# whatever call is running at the time; inside another gRPC call that deadlocks the client (seen on a
+# real run). Fitted models therefore stay referenced until the notebook process ends; they are small.
+_KEEP: list = []
 
 
 def _kmeans(k: int, seed: int, prediction: str = "cluster") -> KMeans:
@@ -103,7 +111,9 @@ def best_of(scaled: DataFrame, k: int, seeds: list[int]):
     fits = []
     for s in seeds:
         m = _kmeans(k, s).fit(scaled)
-        fits.append((float(m.summary.trainingCost), s, m))
+        summary = m.summary
+        _KEEP.extend((m, summary))
+        fits.append((float(summary.trainingCost), s, m))
     return sorted(fits, key=lambda f: (round(f[0], 6), f[1]))
 
 
@@ -207,6 +217,7 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     silhouette = _silhouette(predictions)
     stability = measure_stability(scaled, best, k, seed, n_init, stability_runs, log=log)
     model = PipelineModel(stages=[*prep.stages, best.setPredictionCol("cluster")])
+    _KEEP.append(model)
     names = name_clusters(features_df, predictions.select("customer_key", "cluster"))
     assignments = _labelled(predictions, names)
     scaled.unpersist()
@@ -256,6 +267,7 @@ def score_segments(features_df: DataFrame, model_path: str) -> ClusterResult:
     """Assign segments with the saved model: no refit, so ids and names stay those of the fit."""
     spark = features_df.sparkSession
     model, names, transform = load_model(spark, model_path)
+    _KEEP.extend((model, *model.stages))
     predictions = model.transform(features_df).cache()
     customers = predictions.count()
     silhouette = _silhouette(predictions) if customers > len(names) else float("nan")
