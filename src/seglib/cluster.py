@@ -56,7 +56,9 @@ def parse_k(k) -> int | str:
 
 
 def parse_k_range(text) -> tuple[int, int]:
-    """``3-8`` -> (3, 8): the k values k=auto tries."""
+    """``3-8`` (or ``(3, 8)``) -> (3, 8): the k values k=auto tries."""
+    if isinstance(text, (tuple, list)) and len(text) == 2:
+        text = "%s-%s" % tuple(text)
     m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(text))
     if not m or not 2 <= int(m.group(1)) < int(m.group(2)) <= 30:
         raise ParameterError(f"k_range must look like 3-8 (two whole numbers, 2 <= low < high <= 30), got {text!r}")
@@ -85,6 +87,12 @@ def transform_statement(features_df: DataFrame, transform: str) -> str:
     return "SELECT *, " + ", ".join(f"{e} AS `{model_column(c)}`" for c, e in exprs.items()) + " FROM __THIS__"
 
 
+# Spark Connect (pyspark 4.1) frees a fitted model on the server when Python garbage-collects it, from
+# whatever call is running at the time; inside another gRPC call that deadlocks the client (seen on a
+# real run). Fitted models therefore stay referenced until the notebook process ends; they are small.
+_KEEP: list = []
+
+
 def prepare(features_df: DataFrame, transform: str = "log1p") -> PipelineModel:
     """The fitted transform -> assemble -> standardise stages (column ``features``)."""
     prep = Pipeline(stages=[
@@ -94,12 +102,6 @@ def prepare(features_df: DataFrame, transform: str = "log1p") -> PipelineModel:
     ]).fit(features_df)
     _KEEP.extend((prep, *prep.stages))
     return prep
-
-
-# Spark Connect (pyspark 4.1) frees a fitted model on the server when Python garbage-collects it, from
-# whatever call is running at the time; inside another gRPC call that deadlocks the client (seen on a
-# real run). Fitted models therefore stay referenced until the notebook process ends; they are small.
-_KEEP: list = []
 
 
 def _kmeans(k: int, seed: int, prediction: str = "cluster") -> KMeans:
@@ -170,13 +172,15 @@ def _silhouette(predictions: DataFrame) -> float:
     return float(ClusteringEvaluator(featuresCol="features", predictionCol="cluster").evaluate(predictions))
 
 
-def measure_stability(scaled: DataFrame, chosen, k: int, seed: int, n_init: int, runs: int, log=print) -> Q.Stability:
+def measure_stability(scaled: DataFrame, total: int, chosen, k: int, seed: int, n_init: int, runs: int,
+                      log=print) -> Q.Stability:
     """Refit the same procedure (best of n_init seeds) on *runs* seeded half-samples (at most
-    SWEEP_SAMPLE rows each) and compare each refit's clusters with the chosen model's on those rows."""
+    SWEEP_SAMPLE rows each) of the *total* rows of *scaled* and compare each refit's clusters with
+    the chosen model's on those rows."""
     tables = []
-    total = scaled.count()
     for r in range(1, runs + 1):
-        sub = Q.deterministic_sample(scaled, min(SWEEP_SAMPLE, max(k, total // 2)), seed + 1000 * r).cache()
+        size = min(SWEEP_SAMPLE, max(k, total // 2))
+        sub = Q.deterministic_sample(scaled, size, seed + 1000 * r, total=total).cache()
         seeds = list(range(seed + 1000 * r, seed + 1000 * r + n_init))
         refit = best_of(sub, k, seeds)[0][2].setPredictionCol("refit")
         labelled = refit.transform(chosen.transform(sub))
@@ -195,7 +199,7 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     seed, n_init = int(seed), int(n_init)
     if n_init < 1:
         raise ParameterError(f"n_init must be a whole number >= 1, got {n_init!r}")
-    k_range = parse_k_range(k_range) if isinstance(k_range, str) else tuple(k_range)
+    k_range = parse_k_range(k_range)
     customers = features_df.count()
     least = k_range[0] if k == "auto" else k
     if customers < least:
@@ -204,7 +208,7 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     scaled = prep.transform(features_df).select("customer_key", "features").cache()
     sweep = []
     if k == "auto":
-        sample = Q.deterministic_sample(scaled, SWEEP_SAMPLE, seed).cache()
+        sample = Q.deterministic_sample(scaled, SWEEP_SAMPLE, seed, total=customers).cache()
         log(f"k=auto: sweeping k={k_range[0]}..{k_range[1]} on {sample.count():,} sampled customers")
         sweep = sweep_k(sample, k_range, seed, n_init, log=log)
         sample.unpersist()
@@ -215,7 +219,7 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     _, best_seed, best = best_of(scaled, k, list(range(seed, seed + n_init)))[0]
     predictions = best.transform(scaled).cache()
     silhouette = _silhouette(predictions)
-    stability = measure_stability(scaled, best, k, seed, n_init, stability_runs, log=log)
+    stability = measure_stability(scaled, customers, best, k, seed, n_init, stability_runs, log=log)
     model = PipelineModel(stages=[*prep.stages, best.setPredictionCol("cluster")])
     _KEEP.append(model)
     names = name_clusters(features_df, predictions.select("customer_key", "cluster"))
@@ -282,8 +286,8 @@ def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5
     """The cluster stage: ``fit`` refits (and saves the model), ``score`` applies the saved one."""
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    parameters = {"mode": mode, "k": str(k), "k_range": "%d-%d" % (parse_k_range(k_range) if isinstance(k_range, str)
-                                                                 else tuple(k_range)),
+    k_range = parse_k_range(k_range)
+    parameters = {"mode": mode, "k": str(k), "k_range": "%d-%d" % k_range,
                   "seed": str(seed), "feature_transform": transform, "n_init": str(n_init),
                   "stability_runs": str(stability_runs), "model_path": model_path}
     if mode == "score":

@@ -274,10 +274,4 @@ def gold_tables(spark: SparkSession, customers: int, seed: int, mixture: str | M
 def generate_demo_data(spark: SparkSession, schema: str = "contoso", customers: int = 62_988, seed: int = 42,
                        catalog: str | None = None, log=print, mixture: str | Mixture = "default") -> dict[str, int]:
     """Write the demo Gold layer (and fixture_truth) into *schema*; returns row counts per table."""
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {TB.schema_name(schema, catalog)}")
-    counts = {}
-    for name, df in gold_tables(spark, customers, seed, mixture).items():
-        target = TB.save_table(df, name, schema, catalog)
-        counts[name] = spark.read.table(target).count()
-        log(f"  wrote {target}: {counts[name]:,} rows")
-    return counts
+    return TB.write_tables(spark, gold_tables(spark, customers, seed, mixture), schema, catalog, log=log)

@@ -250,14 +250,8 @@ def _counts(df: DataFrame, exprs: dict[str, Column]) -> dict[str, int]:
 def write_gold(spark: SparkSession, tables: dict[str, DataFrame], schema: str, catalog: str | None = None,
                log=print) -> dict[str, int]:
     """Write the four Gold tables (Delta, overwrite, schema replaced); rows per table, read back."""
-    if not TB.table_path(TB.DIM_CUSTOMERS):
-        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {TB.schema_name(schema, catalog)}")
-    written = {}
-    for name in TB.GOLD_INPUTS:
-        target = TB.save_table(conform(tables[name], TB.INPUT_SCHEMAS[name]), name, schema, catalog)
-        written[name] = TB.read_table(spark, name, schema, catalog).count()
-        log(f"  wrote {target}: {written[name]:,} rows")
-    return written
+    frames = {name: conform(tables[name], TB.INPUT_SCHEMAS[name]) for name in TB.GOLD_INPUTS}
+    return TB.write_tables(spark, frames, schema, catalog, log=log)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ from pyspark.sql.utils import AnalysisException
 from . import tables as TB
 from .errors import InputContractError
 
-_MISSING = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "PATH_NOT_FOUND", "DELTA_MISSING_DELTA_TABLE",
-            "not a delta table", "not found")
 
 
 def _expected(table: str) -> str:
@@ -23,7 +21,7 @@ def read_input(spark: SparkSession, table: str, schema: str, catalog: str | None
         df = TB.read_table(spark, table, schema, catalog)
         columns = set(df.columns)  # resolves the table now, so a missing one fails here
     except AnalysisException as e:
-        if any(m.lower() in str(e).lower() for m in _MISSING):
+        if TB.is_missing_table(e):
             where = (f"as Delta folders under {name.rsplit('/', 1)[0]}" if TB.table_path(table)
                      else f"in schema {TB.schema_name(schema, catalog)}")
             raise InputContractError(

@@ -92,9 +92,11 @@ def stability(tables: list[np.ndarray], clusters: list[int]) -> Stability:
     return Stability([adjusted_rand_index(t) for t in tables], {c: float(mean_j[i]) for i, c in enumerate(clusters)})
 
 
-def deterministic_sample(df: DataFrame, n: int, seed: int, key: str = "customer_key") -> DataFrame:
-    """About *n* rows chosen by a hash of (seed, key): the same rows whatever the partitioning."""
-    total = df.count()
+def deterministic_sample(df: DataFrame, n: int, seed: int, key: str = "customer_key",
+                         total: int | None = None) -> DataFrame:
+    """About *n* rows chosen by a hash of (seed, key): the same rows whatever the partitioning.
+    *total* is df's row count when the caller already knows it."""
+    total = df.count() if total is None else total
     if total <= n:
         return df
     u = (F.pmod(F.xxhash64(F.lit(seed), F.col(key)), F.lit(1 << 30)).cast("double") / float(1 << 30))

@@ -176,21 +176,40 @@ def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = Non
     return name
 
 
+def write_tables(spark: SparkSession, frames: dict[str, DataFrame], schema: str, catalog: str | None = None,
+                 log=print) -> dict[str, int]:
+    """Save each DataFrame as its table (creating the schema when any is a catalog table); returns the
+    rows of each table as read back."""
+    if not all(table_path(name) for name in frames):
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name(schema, catalog)}")
+    counts = {}
+    for name, df in frames.items():
+        target = save_table(df, name, schema, catalog)
+        counts[name] = read_table(spark, name, schema, catalog).count()
+        log(f"  wrote {target}: {counts[name]:,} rows")
+    return counts
+
+
 def sql_name(table: str, schema: str, catalog: str | None = None) -> str:
     path = table_path(table)
     return f"delta.`{path}`" if path else qualified(table, schema, catalog)
 
 
+# What Spark, Delta and the catalogs say when a table (or its schema or folder) does not exist.
+_MISSING = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "PATH_NOT_FOUND", "DELTA_MISSING_DELTA_TABLE",
+            "not a delta table", "not found")
+
+
+def is_missing_table(error: Exception) -> bool:
+    return any(m.lower() in str(error).lower() for m in _MISSING)
+
+
 def table_version(spark: SparkSession, table: str, schema: str, catalog: str | None = None) -> int | None:
     """The Delta version of *table* now, or None when it does not exist yet."""
-    path = table_path(table)
-    exists = (spark.catalog.tableExists(qualified(table, schema, catalog).replace("`", "")) if not path else True)
-    if not exists:
-        return None
     try:
         return int(spark.sql(f"DESCRIBE HISTORY {sql_name(table, schema, catalog)} LIMIT 1").first()["version"])
-    except Exception as e:  # noqa: BLE001 - a path that is not (yet) a Delta table
-        if "not a delta table" in str(e).lower() or "PATH_NOT_FOUND" in str(e) or "DELTA_MISSING" in str(e):
+    except Exception as e:  # noqa: BLE001 - only "does not exist" means None
+        if is_missing_table(e):
             return None
         raise
 

@@ -82,8 +82,8 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, s
     before = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
     after = TB.read_version(spark, TB.GOLD_SEGMENTS, current, schema, catalog)
     save_table(segment_migration(before, after, run_id, previous, current), TB.GOLD_MIGRATION, schema, catalog)
-    versions = {t: TB.table_version(spark, t, schema, catalog) for t in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY,
-                                                                         TB.GOLD_MIGRATION)}
+    versions = {TB.GOLD_SEGMENTS: current,
+                **{t: TB.table_version(spark, t, schema, catalog) for t in (TB.GOLD_SUMMARY, TB.GOLD_MIGRATION)}}
     return {**checks, "run_id": run_id, "output_versions": versions, "previous_version": previous}
 
 
