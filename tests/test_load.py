@@ -6,10 +6,15 @@ from seglib.errors import InputContractError, ParameterError
 from seglib.load import load_gold, read_input
 
 
-def test_load_gold_reads_and_casts(spark, demo):
-    gold = load_gold(spark, demo)
+def test_load_gold_reads_casts_and_reports(spark, demo):
+    gold, report = load_gold(spark, demo)
     assert set(gold) == {TB.DIM_CUSTOMERS, TB.FACT_FLIGHTS, TB.FACT_TRANSACTIONS, TB.KPI_CUSTOMER_VALUE}
     assert gold[TB.KPI_CUSTOMER_VALUE].schema == TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE]
+    assert report.rows[TB.KPI_CUSTOMER_VALUE] == 3000 == gold[TB.KPI_CUSTOMER_VALUE].count()
+    assert report.rows[TB.FACT_TRANSACTIONS] == gold[TB.FACT_TRANSACTIONS].count() > 3000
+    # The generator draws ages like the real file's (up to 110): a few are implausible, reported, not fatal.
+    out = gold[TB.KPI_CUSTOMER_VALUE].where("age < 2 OR age > 100").count()
+    assert out > 0 and f"`{demo}`.`kpi_customer_value`.age: {out} value(s) outside 2-100" in str(report)
 
 
 def test_missing_table_names_it_and_what_was_expected(spark, schema):

@@ -41,7 +41,7 @@ def test_path_mode_reads_inputs_and_writes_intermediates_at_paths(spark, source_
     target = tmp_path / "target"
     summary = onelake.setup_storage(spark, {"source_path": source_path, "target_path": str(target) + "/"})
     assert summary == f"inputs: {source_path}; outputs: {target}"
-    gold = load_gold(spark, "no_such_schema")  # the schema is not used for tables at paths
+    gold, _ = load_gold(spark, "no_such_schema")  # the schema is not used for tables at paths
     assert gold[TB.KPI_CUSTOMER_VALUE].count() == 3000
 
     features, _ = build_features(gold[TB.KPI_CUSTOMER_VALUE], "impute")

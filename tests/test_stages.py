@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 from seglib import tables as TB
 from seglib.cluster import (cluster_means, fit_segments, parse_k, parse_k_range, save_cluster_outputs, save_model,
                             transform_statement)
-from seglib.errors import ParameterError, ValidationError
+from seglib.errors import InputContractError, ParameterError, ValidationError
 from seglib.features import build_features
 from seglib.load import read_input
 from seglib.profile import profile_segments
@@ -52,7 +52,8 @@ def test_transform_statement(spark):
 
 def test_too_few_customers_for_k(spark):
     df, _ = build_features(_kpi(spark, [(1, 30, 2, 100, 10, 5, 1.0, 1), (2, 31, 3, 200, 20, 9, 2.0, 2)]))
-    with pytest.raises(ParameterError, match="k=5 segments need at least 5 customers"):
+    with pytest.raises(InputContractError, match="kpi_customer_value has 2 customer.s. with features, fewer than "
+                                                 "the 5 segments k=5 asks for"):
         fit_segments(df, k=5, log=lambda *a: None)
 
 
@@ -106,7 +107,7 @@ def _profile_and_kpi(spark, demo, fitted):
 
 def test_outputs_are_validated_and_written(spark, demo, fitted, schema):
     kpi, assignments = _profile_and_kpi(spark, demo, fitted)
-    written = write_outputs(spark, kpi, assignments, schema, run_id="r1")
+    written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
     assert {k: written[k] for k in ("customers", "unsegmented", "summary_total", "run_id")} == {
         "customers": 3000, "unsegmented": 0, "summary_total": 3000, "run_id": "r1"}
     seg = spark.read.table(f"{schema}.{TB.GOLD_SEGMENTS}")
@@ -125,7 +126,7 @@ def test_validation_refuses_duplicates_and_writes_nothing(spark, demo, fitted, s
     kpi, assignments = _profile_and_kpi(spark, demo, fitted)
     doubled = assignments.unionByName(assignments.limit(3))
     with pytest.raises(ValidationError, match="3 duplicate customer_key rows"):
-        write_outputs(spark, kpi, doubled, schema)
+        write_outputs(spark, kpi, doubled, schema, log=lambda *a: None)
     assert not spark.catalog.tableExists(f"{schema}.{TB.GOLD_SEGMENTS}")
 
 

@@ -42,16 +42,20 @@ def cmd_generate(args) -> int:
 def _run_jobs(args, jobs: list[tuple[str, dict]]) -> None:
     """Run bundle jobs locally, one after the other, each with its own parameters (as demo_install does)."""
     from . import bundle as B
-    from .runner import local_spark, new_run_dir, run_job
+    from .runner import dynamic_values, check_params, job_params, local_spark, new_run_dir, output_lock, run_job
     bundle = B.load(args.bundle, args.target)
     out = args.output or new_run_dir()
-    out.mkdir(parents=True, exist_ok=True)
     lakehouse = str(Path(args.lakehouse).resolve())
+    jobs = [(job, {"schema": args.schema, **params}) for job, params in jobs]
+    for job, params in jobs:  # every parameter checked before anything starts
+        check_params(dynamic_values(job_params(bundle, job, params, lakehouse), out))
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with local_spark(lakehouse, out, log=_log):  # one Spark for every job of the run
+    # One run at a time on these outputs, and one Spark for every job of the run.
+    with output_lock(lakehouse, {"schema": args.schema, **jobs[-1][1]}), local_spark(lakehouse, out, log=_log):
         for job, params in jobs:
             _log(f"Running job {job} ({bundle.job(job).get('name', job)}) -> {out}")
-            run_job(bundle, job, {"schema": args.schema, **params}, lakehouse, out, log=_log)
+            run_job(bundle, job, params, lakehouse, out, log=_log)
     _log(f"all notebooks ok in {time.perf_counter() - start:.1f} s")
 
 

@@ -192,6 +192,11 @@ def measure_stability(scaled: DataFrame, total: int, chosen, k: int, seed: int, 
     return result
 
 
+def _too_few(k, least: int, customers: int) -> str:
+    return (f"input table {TB.KPI_CUSTOMER_VALUE} has {customers:,} customer(s) with features, fewer than the "
+            f"{least} segments k={k} asks for; lower k or check the input")
+
+
 def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "log1p", n_init: int = 4,
                  k_range=DEFAULT_K_RANGE, stability_runs: int = 3, log=print) -> ClusterResult:
     """Fit the pipeline (k fixed or ``auto``), keep the best of n_init KMeans seeds, name the clusters."""
@@ -203,7 +208,7 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     customers = features_df.count()
     least = k_range[0] if k == "auto" else k
     if customers < least:
-        raise ParameterError(f"k={k} segments need at least {least} customers with features; found {customers}")
+        raise InputContractError(_too_few(k, least, customers))
     prep = prepare(features_df, transform)
     scaled = prep.transform(features_df).select("customer_key", "features").cache()
     sweep = []
@@ -215,7 +220,7 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
         k = Q.choose_k({r["k"]: r["silhouette"] for r in sweep})
         log(f"k=auto chose k={k} (the fewest segments within {Q.SILHOUETTE_TOLERANCE} silhouette of the best)")
         if customers < k:
-            raise ParameterError(f"k={k} segments need at least {k} customers with features; found {customers}")
+            raise InputContractError(_too_few(k, k, customers))
     _, best_seed, best = best_of(scaled, k, list(range(seed, seed + n_init)))[0]
     predictions = best.transform(scaled).cache()
     silhouette = _silhouette(predictions)

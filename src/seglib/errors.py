@@ -19,3 +19,7 @@ class ValidationError(SeglibError):
 
 class LocalSparkError(SeglibError):
     """The shared local Spark server could not be started."""
+
+
+class ConcurrentRunError(SeglibError):
+    """Another run is writing the same outputs; this one stopped without publishing."""

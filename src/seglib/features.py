@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from . import contracts as C
 from . import tables as TB
 from .errors import InputContractError, ParameterError
 
@@ -46,6 +47,8 @@ class FeatureReport:
     null_counts: dict[str, int]
     policy: str
     imputed_with: dict[str, float] = field(default_factory=dict)
+    implausible: dict[str, int] = field(default_factory=dict)  # values outside the contract's range, nulled
+    outliers: dict[str, int] = field(default_factory=dict)     # beyond 3 IQR of the quartiles
 
     @property
     def dropped(self) -> int:
@@ -59,6 +62,9 @@ class FeatureReport:
 
     def lines(self) -> list[str]:
         out = [f"{self.rows_in:,} customers in, {self.rows_out:,} with features (null policy: {self.policy})"]
+        for col, n in self.implausible.items():
+            if n:
+                out.append(f"  {col}: {n:,} implausible value(s) treated as missing (counted in the nulls below)")
         for col, n in self.null_counts.items():
             if n:
                 how = (f"imputed with median {self.imputed_with[col]:g}" if self.policy == "impute"
@@ -66,6 +72,10 @@ class FeatureReport:
                 out.append(f"  {col}: {n:,} null -> {how}")
         if not any(self.null_counts.values()):
             out.append("  no nulls in any feature")
+        far = {c: n for c, n in self.outliers.items() if n}
+        if far:
+            out.append("  outliers (beyond 3 IQR of the quartiles; the log1p transform clips model inputs to "
+                       "their 1st-99th percentiles): " + ", ".join(f"{c} {n:,}" for c, n in far.items()))
         return out
 
 
@@ -77,23 +87,34 @@ def build_features(kpi: DataFrame, null_policy: str = "impute") -> tuple[DataFra
     """
     if null_policy not in NULL_POLICIES:
         raise ParameterError(f"null_policy must be one of {', '.join(NULL_POLICIES)}, got {null_policy!r}")
-    df = kpi.select("customer_key", *[F.col(c).cast("double").alias(c) for c in FEATURES])
-    # One pass for all counts and medians.
+    ranged = list(C.contract(TB.KPI_CUSTOMER_VALUE).plausible)
+    df = kpi.select("customer_key", *[F.col(c).cast("double").alias(c) for c in FEATURES],
+                    *[F.col(c).cast("double").alias(f"_was_{c}") for c in ranged])
+    df = C.plausible(df, TB.KPI_CUSTOMER_VALUE)
+    # One pass for all counts and quartiles, one more for the outliers beyond them.
     stats = df.agg(
         F.count("*").alias("_rows"),
         *[F.count_if(F.col(c).isNull()).alias(f"_null_{c}") for c in FEATURES],
-        *[F.percentile_approx(c, 0.5, 10_000).alias(f"_median_{c}") for c in FEATURES],
+        *[F.count_if(F.col(f"_was_{c}").isNotNull() & F.col(c).isNull()).alias(f"_implausible_{c}")
+          for c in ranged],
+        *[F.percentile_approx(c, [0.25, 0.5, 0.75], 10_000).alias(f"_q_{c}") for c in FEATURES],
     ).first()
     rows_in = stats["_rows"]
     nulls = {c: stats[f"_null_{c}"] for c in FEATURES}
+    if not rows_in:
+        raise InputContractError(f"input table {TB.KPI_CUSTOMER_VALUE} has no rows; expected one row per customer")
     for c in FEATURES:
         if rows_in and nulls[c] == rows_in:
             raise InputContractError(
                 f"input table {TB.KPI_CUSTOMER_VALUE}: column {c} is null in all {rows_in:,} rows; "
                 f"it is a clustering feature and needs values")
+    implausible = {c: stats[f"_implausible_{c}"] for c in ranged}
+    df = df.drop(*[f"_was_{c}" for c in ranged])
+    fences = {c: stats[f"_q_{c}"][2] + 3 * (stats[f"_q_{c}"][2] - stats[f"_q_{c}"][0]) for c in FEATURES}
+    far = df.agg(*[F.count_if(F.col(c) > fences[c]).alias(c) for c in FEATURES]).first()
     imputed = {}
     if null_policy == "impute":
-        imputed = {c: float(stats[f"_median_{c}"]) for c in FEATURES if nulls[c]}
+        imputed = {c: float(stats[f"_q_{c}"][1]) for c in FEATURES if nulls[c]}
         df = df.fillna(imputed)
         rows_out = rows_in
     else:
@@ -103,4 +124,5 @@ def build_features(kpi: DataFrame, null_policy: str = "impute") -> tuple[DataFra
                    recency_score(F.col("days_since_last_flight")).alias("recency_score"),
                    frequency_score(F.col("total_flights")).alias("frequency_score"),
                    monetary_score(F.col("total_loyalty_points")).alias("monetary_score"))
-    return df, FeatureReport(rows_in, rows_out, nulls, null_policy, imputed)
+    return df, FeatureReport(rows_in, rows_out, nulls, null_policy, imputed, implausible,
+                             {c: far[c] for c in FEATURES})

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import bundle as B
 from . import tables as TB
-from .errors import ParameterError
-from .params import LOCAL_ONLY
+from .errors import ConcurrentRunError, ParameterError
+from .params import LOCAL_ONLY, PARAMS
 from .session import shared_local_spark, table_path
 
 SEGMENTATION_JOB = "segmentation"  # resources/segmentation.job.yml
@@ -116,16 +116,69 @@ def run_job(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse: st
 
 
 # Databricks dynamic value references in job parameters, and their local meaning.
-def _dynamic_values(params: dict, output_dir: Path) -> dict:
+def dynamic_values(params: dict, output_dir: Path) -> dict:
     """``{{job.run_id}}`` becomes the local run's id: its output folder's name."""
     return {k: v.replace("{{job.run_id}}", output_dir.name) if isinstance(v, str) else v for k, v in params.items()}
 
 
+def check_params(params: dict) -> None:
+    """Every parameter seglib knows, checked before any Spark or kernel starts: a typo in k or a schema
+    with a quote fails in a second, with the parameter's name. The notebooks check again (on Databricks
+    nothing else does)."""
+    for name, value in params.items():
+        if name in PARAMS:
+            PARAMS[name].parse(value)
+
+
+_held: set[Path] = set()
+
+
+@contextlib.contextmanager
+def output_lock(lakehouse: str, params: dict):
+    """One local run at a time per set of outputs (a schema, or a target_path folder): a second run
+    stops at once instead of racing the first on the handover and gold tables. On Databricks the job's
+    max_concurrent_runs: 1 (with queueing) does this."""
+    import fcntl
+    import hashlib
+    import json
+    target = params.get("target_path") or ""
+    what = f"target_path {target}" if target else f"schema {params.get('schema', '')}"
+    folder = Path(lakehouse).resolve() / ".seglib-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (hashlib.sha1(what.encode()).hexdigest()[:16] + ".lock")
+    if path in _held:  # this process holds it already (several jobs in one `seglib demo`)
+        yield path
+        return
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise ConcurrentRunError(f"another seglib run is writing {what} in {lakehouse} ({holder}); "
+                                     f"wait for it to finish, or use another schema") from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "run": params.get("run_id", ""),
+                            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+        f.flush()
+        _held.add(path)
+        try:
+            yield path
+        finally:
+            _held.discard(path)
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run_notebooks(paths: list[Path], params: dict, output_dir: Path, log=print) -> RunResult:
+    params = dynamic_values(params, output_dir)
+    check_params(params)
     output_dir.mkdir(parents=True, exist_ok=True)
-    params = _dynamic_values(params, output_dir)
     declared = {p.stem: declared_parameters(p) for p in paths}
-    with local_spark(params.get("lakehouse", ".lakehouse"), output_dir, log):
+    lakehouse = params.get("lakehouse", ".lakehouse")
+    with output_lock(lakehouse, params), local_spark(lakehouse, output_dir, log):
         return _execute(paths, declared, params, output_dir, log)
 
 

@@ -1,5 +1,5 @@
-"""Stage 5: the gold tables, validated before anything is written; the migration since the previous
-run; one row in the run log."""
+"""Stage 5: the gold tables and the migration since the previous run, staged and validated, then
+published together with one row in the run log (publish.py)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from . import publish as P
 from . import tables as TB
-from .errors import ValidationError
+from .errors import ConcurrentRunError, ValidationError
 from .migration import segment_migration
 from .tables import save_table
 
@@ -64,27 +65,44 @@ def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame) ->
     if summary_total != s["rows"]:
         problems.append(f"{TB.GOLD_SUMMARY}.customer_count sums to {summary_total:,}, expected {s['rows']:,}")
     if problems:
-        raise ValidationError("outputs failed validation, nothing was written: " + "; ".join(problems))
+        raise ValidationError("outputs failed validation, nothing was published: " + "; ".join(problems))
     return {"customers": s["rows"], "unsegmented": s["unsegmented"], "summary_total": summary_total}
 
 
+# Published together (publish.swap): each carries the run id; the run log row is appended last.
+PUBLISHED = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION]
+
+
 def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, schema: str,
-                  catalog: str | None = None, run_id: str = "") -> dict:
-    """Validate, write both gold tables and the migration since the previous version; returns the checks,
-    the run id and the output tables' Delta versions."""
+                  catalog: str | None = None, run_id: str = "", log=print) -> dict:
+    """Stage and validate the gold tables and the migration since the previous version, then publish
+    them together with the run log row (publish.py). Returns the checks, the run id, the output tables'
+    Delta versions and the run log row."""
     run_id = run_id or new_run_id()
+    before = P.versions(spark, PUBLISHED, schema, catalog)
+    previous = before[TB.GOLD_SEGMENTS]
     segments, summary = build_outputs(kpi, assignments, run_id)
-    checks = validate_outputs(kpi, segments, summary)
-    previous = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
-    save_table(segments, TB.GOLD_SEGMENTS, schema, catalog)
-    save_table(summary, TB.GOLD_SUMMARY, schema, catalog)
-    current = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
-    before = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
-    after = TB.read_version(spark, TB.GOLD_SEGMENTS, current, schema, catalog)
-    save_table(segment_migration(before, after, run_id, previous, current), TB.GOLD_MIGRATION, schema, catalog)
-    versions = {TB.GOLD_SEGMENTS: current,
-                **{t: TB.table_version(spark, t, schema, catalog) for t in (TB.GOLD_SUMMARY, TB.GOLD_MIGRATION)}}
-    return {**checks, "run_id": run_id, "output_versions": versions, "previous_version": previous}
+    log(f"run {run_id}: staging")
+    P.stage(spark, {TB.GOLD_SEGMENTS: segments, TB.GOLD_SUMMARY: summary}, run_id, schema, catalog, log=log)
+    staged = {t: TB.read_table(spark, P.staged_name(t), schema, catalog) for t in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY)}
+    checks = validate_outputs(kpi, staged[TB.GOLD_SEGMENTS], staged[TB.GOLD_SUMMARY])
+    # The swap makes gold_customer_segments_ml's next version; a moved version fails the swap instead.
+    next_version = 0 if previous is None else previous + 1
+    old = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
+    migration = segment_migration(old, staged[TB.GOLD_SEGMENTS], run_id, previous, next_version)
+    P.stage(spark, {TB.GOLD_MIGRATION: migration}, run_id, schema, catalog, log=log)
+    written = {**checks, "run_id": run_id, "previous_version": previous}
+
+    def log_this_run(after: dict[str, int]) -> None:
+        if after[TB.GOLD_SEGMENTS] != next_version:
+            raise ConcurrentRunError(f"{TB.GOLD_SEGMENTS} is at version {after[TB.GOLD_SEGMENTS]}, expected "
+                                     f"{next_version}: another run wrote it during this run's publish")
+        written["output_versions"] = after
+        written["run_log"] = log_run(spark, written, schema, catalog)
+
+    log(f"run {run_id}: publishing")
+    P.swap(spark, PUBLISHED, before, schema, catalog, then=log_this_run, log=log)
+    return written
 
 
 def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None = None) -> DataFrame:
