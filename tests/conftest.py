@@ -1,5 +1,9 @@
-"""One local Spark session (Delta + Hive catalog in a temporary lakehouse) for the whole test run."""
+"""One local Spark session (Delta + Hive catalog in a temporary lakehouse) for the whole test run, and
+one published demo lakehouse for the end-to-end modules."""
 import itertools
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +37,37 @@ def demo(spark):
     from seglib.generate import generate_demo_data
     generate_demo_data(spark, "demo", customers=3000, seed=7, log=lambda *a: None)
     return "demo"
+
+
+DEMO_CUSTOMERS = 3000
+# Fewer restarts and refits than the job's defaults (3 and 2): the runs here test the product around the
+# model; model quality has its own tests (test_segment_quality).
+DEMO_PARAMS = ["--param", "n_init=2", "--param", "stability_runs=1"]
+
+
+def seglib_cli(*args, env=None):
+    """The CLI in a process of its own, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "seglib.cli", *args], capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory):
+    """`seglib demo` once (its own Spark server, demo data, the five notebooks): test_e2e checks the run,
+    then test_fail_safe uses its gold tables as the previous run's."""
+    root = tmp_path_factory.mktemp("e2e")
+    lakehouse, out = root / "lakehouse", root / "runs"
+    proc = seglib_cli("demo", "--lakehouse", str(lakehouse), "--customers", str(DEMO_CUSTOMERS), "--seed", "42",
+                      "--output", str(out), *DEMO_PARAMS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return lakehouse, out, proc
+
+
+@pytest.fixture(scope="session")
+def published_spark(published, tmp_path_factory):
+    """One Spark server on the published lakehouse for later runs on it: the environment that points a
+    `seglib run` at it (this process keeps its own classic session)."""
+    from seglib.session import shared_local_spark
+    log = tmp_path_factory.mktemp("published-spark") / "spark-server.log"
+    with shared_local_spark(published[0], log):
+        yield {k: os.environ.pop(k) for k in ("SPARK_REMOTE", "SPARK_CONNECT_AUTHENTICATE_TOKEN")} | {"_log": str(log)}

@@ -231,3 +231,20 @@ def test_cli_imports_a_gzipped_file(tmp_path):
                              cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert missing.returncode != 0
     assert "seglib: error: " in missing.stderr and "nope.csv.gz: file not found" in missing.stderr
+
+
+def test_dates_in_another_format_stop_the_import_and_write_nothing(spark, imported, tmp_path, capsys):
+    """A few bad dates are nulled and counted; a column in another format would be nulled entirely."""
+    import pandas as pd
+    from seglib.cli import main
+    schema, _, _ = imported
+    members = pd.read_csv(MEMBERS, dtype=str, keep_default_na=False)
+    members["LAST_FLIGHT_DATE"] = "31.03.2014"
+    other = tmp_path / "members_dotted_dates.csv"
+    members.to_csv(other, index=False)
+    before = {t: TB.table_version(spark, t, schema) for t in TB.GOLD_INPUTS}
+    assert main(["import-airline", str(other), "--schema", schema]) == 1
+    err = capsys.readouterr().err
+    assert (f"seglib: error: {other}: column LAST_FLIGHT_DATE: 8 of 8 values are not dates in the M/d/yyyy format "
+            f"(e.g. '31.03.2014', '31.03.2014', '31.03.2014'); nothing was written") in err
+    assert {t: TB.table_version(spark, t, schema) for t in TB.GOLD_INPUTS} == before

@@ -8,7 +8,7 @@ from seglib.cluster import (cluster_means, fit_segments, parse_k, parse_k_range,
                             transform_statement)
 from seglib.errors import InputContractError, ParameterError, ValidationError
 from seglib.features import build_features
-from seglib.load import read_input
+from seglib.load import read_input, record_inputs
 from seglib.profile import profile_segments
 from test_features import _kpi
 
@@ -107,6 +107,10 @@ def _profile_and_kpi(spark, demo, fitted):
 
 def test_outputs_are_validated_and_written(spark, demo, fitted, schema):
     kpi, assignments = _profile_and_kpi(spark, demo, fitted)
+    # What the earlier steps hand over for the run log
+    record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, schema)
+    build_features(kpi)[1].save(spark, schema)
+    save_cluster_outputs(fitted[1], "/unused/model", schema)
     written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
     assert {k: written[k] for k in ("customers", "unsegmented", "summary_total", "run_id")} == {
         "customers": 3000, "unsegmented": 0, "summary_total": 3000, "run_id": "r1"}

@@ -39,10 +39,11 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _run_jobs(args, jobs: list[tuple[str, dict]]) -> None:
+def _run_jobs(args, jobs: list[tuple[str, dict]], start_at: str | None = None) -> None:
     """Run bundle jobs locally, one after the other, each with its own parameters (as demo_install does)."""
     from . import bundle as B
-    from .runner import dynamic_values, check_params, job_params, local_spark, new_run_dir, output_lock, run_job
+    from .runner import (check_params, dynamic_values, job_notebooks, job_params, local_spark, new_run_dir,
+                         output_lock, run_job)
     bundle = B.load(args.bundle, args.target)
     out = args.output or new_run_dir()
     lakehouse = str(Path(args.lakehouse).resolve())
@@ -55,14 +56,14 @@ def _run_jobs(args, jobs: list[tuple[str, dict]]) -> None:
     with output_lock(lakehouse, {"schema": args.schema, **jobs[-1][1]}), local_spark(lakehouse, out, log=_log):
         for job, params in jobs:
             _log(f"Running job {job} ({bundle.job(job).get('name', job)}) -> {out}")
-            run_job(bundle, job, params, lakehouse, out, log=_log)
+            run_job(bundle, job, params, lakehouse, out, log=_log, start_at=start_at)
     _log(f"all notebooks ok in {time.perf_counter() - start:.1f} s")
 
 
 def cmd_run(args) -> int:
     from .runner import SEGMENTATION_JOB, parse_params, print_summary
     job, params = args.job or SEGMENTATION_JOB, parse_params(args.param)
-    _run_jobs(args, [(job, params)])
+    _run_jobs(args, [(job, params)], start_at=args.start_at)
     if job == SEGMENTATION_JOB:
         print_summary(args.lakehouse, args.schema, log=_log, target_path=params.get("target_path", ""))
     return 0
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(r)
     _add_run(r)
     r.add_argument("--job", help="job key in resources/*.job.yml (default: segmentation)")
+    r.add_argument("--from", dest="start_at", metavar="TASK",
+                   help="start at this task (e.g. write), reusing the earlier tasks' handover tables, "
+                        "like a Databricks repair run")
     r.set_defaults(func=cmd_run)
     d = sub.add_parser("demo", help="generate the demo data if absent, then run the notebooks")
     _add_common(d)

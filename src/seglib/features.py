@@ -115,7 +115,7 @@ def build_features(kpi: DataFrame, null_policy: str = "impute") -> tuple[DataFra
     imputed = {}
     if null_policy == "impute":
         imputed = {c: float(stats[f"_q_{c}"][1]) for c in FEATURES if nulls[c]}
-        df = df.fillna(imputed)
+        df = df.fillna(imputed) if imputed else df  # Spark refuses an empty fill
         rows_out = rows_in
     else:
         df = df.dropna(subset=FEATURES)

@@ -23,8 +23,8 @@ def _read_raw(spark: SparkSession, table: str, schema: str, catalog: str | None 
     try:
         df = TB.read_table(spark, table, schema, catalog)
         columns = set(df.columns)  # resolves the table now, so a missing one fails here
-    except AnalysisException as e:
-        if TB.is_missing_table(e):
+    except Exception as e:  # noqa: BLE001 - whatever the storage says, the user gets the table's name
+        if isinstance(e, AnalysisException) and TB.is_missing_table(e):
             where = (f"as Delta folders under {name.rsplit('/', 1)[0]}" if TB.table_path(table)
                      else f"in schema {TB.schema_name(schema, catalog)}")
             raise InputContractError(
@@ -73,14 +73,23 @@ def load_gold(spark: SparkSession, schema: str, catalog: str | None = None,
     raw = {t: _read_raw(spark, t, schema, catalog) for t in C.RECIPES[recipe]}
     tables, checks = {}, []
     for table, df in raw.items():
-        tables[table], found = C.check_table(df, C.contract(table, recipe), TB.table_name(table, schema, catalog))
+        name = TB.table_name(table, schema, catalog)
+        try:
+            tables[table], found = C.check_table(df, C.contract(table, recipe), name)
+        except InputContractError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a Delta folder whose files cannot be read, say
+            raise InputContractError(f"input table {name} cannot be read: {type(e).__name__}: "
+                                     f"{str(e).splitlines()[0]}") from None
         checks.append(found)
     C.raise_violations(checks, recipe)
     return tables, LoadReport(checks)
 
 
 def record_inputs(spark: SparkSession, counts: dict[str, int], schema: str, catalog: str | None = None) -> DataFrame:
-    """The Gold tables' Delta versions and row counts as this run read them (for the run log)."""
+    """The Gold tables' Delta versions and row counts as this run read them (for the run log). The run's
+    first write: it creates the output schema when outputs are catalog tables and inputs come from a path."""
+    TB.ensure_schema(spark, [TB.SEG_INPUTS], schema, catalog)
     rows = [(t, TB.table_version(spark, t, schema, catalog), n) for t, n in counts.items()]
     df = spark.createDataFrame(rows, "table string, version long, rows long")
     TB.save_table(df, TB.SEG_INPUTS, schema, catalog)

@@ -87,10 +87,18 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def job_notebooks(bundle: B.Bundle, job: str) -> list[Path]:
-    """The job's notebooks in task order; every task of a locally runnable job must be a notebook."""
+def job_notebooks(bundle: B.Bundle, job: str, start_at: str | None = None) -> list[Path]:
+    """The job's notebooks in task order; every task of a locally runnable job must be a notebook.
+    *start_at*: a task key; the tasks before it are skipped (their handover tables are reused, as a
+    Databricks repair run reuses the successful tasks' results)."""
+    tasks = bundle.tasks(job)
+    if start_at:
+        keys = [t.key for t in tasks]
+        if start_at not in keys:
+            raise ParameterError(f"--from {start_at}: job {job} has tasks {', '.join(keys)}")
+        tasks = tasks[keys.index(start_at):]
     paths = []
-    for task in bundle.tasks(job):
+    for task in tasks:
         if task.notebook is None:
             raise B.BundleError(f"job {job}: task {task.key} is not a notebook task; it cannot run locally")
         paths.append(task.notebook)
@@ -109,10 +117,10 @@ def job_params(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse:
 
 
 def run_job(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse: str, output_dir: Path,
-            log=print) -> RunResult:
+            log=print, start_at: str | None = None) -> RunResult:
     """Run one job of the bundle locally: its notebook tasks in dependency order, with its parameters."""
-    return run_notebooks(job_notebooks(bundle, job), job_params(bundle, job, overrides, lakehouse), output_dir,
-                         log=log)
+    return run_notebooks(job_notebooks(bundle, job, start_at), job_params(bundle, job, overrides, lakehouse),
+                         output_dir, log=log)
 
 
 # Databricks dynamic value references in job parameters, and their local meaning.

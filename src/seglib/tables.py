@@ -176,12 +176,17 @@ def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = Non
     return name
 
 
+def ensure_schema(spark: SparkSession, tables: list[str], schema: str, catalog: str | None = None) -> None:
+    """Create the schema when any of *tables* is a catalog table (inputs may come from elsewhere)."""
+    if not all(table_path(name) for name in tables):
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name(schema, catalog)}")
+
+
 def write_tables(spark: SparkSession, frames: dict[str, DataFrame], schema: str, catalog: str | None = None,
                  log=print) -> dict[str, int]:
     """Save each DataFrame as its table (creating the schema when any is a catalog table); returns the
     rows of each table as read back."""
-    if not all(table_path(name) for name in frames):
-        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name(schema, catalog)}")
+    ensure_schema(spark, list(frames), schema, catalog)
     counts = {}
     for name, df in frames.items():
         target = save_table(df, name, schema, catalog)
