@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LAKEHOUSE ?= .lakehouse
 SCHEMA    ?= contoso
 
-.PHONY: install demo test clean check-java
+.PHONY: install demo test bench clean check-java
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17+ is required by Spark 4 and was not found on PATH. Install a JDK 17 or newer (e.g. apt-get install openjdk-17-jdk-headless) and retry."; exit 1; }
@@ -30,5 +30,9 @@ test: install
 	$(BIN)/seglib validate
 	$(BIN)/python -m pytest
 
+# Not part of `make test`: 62,988 and 1,000,000 members (BENCH_ARGS=--large adds 10,000,000); results in bench/.
+bench: install
+	$(BIN)/seglib bench $(BENCH_ARGS)
+
 clean:
-	rm -rf $(LAKEHOUSE) runs spark-warehouse metastore_db derby.log
+	rm -rf $(LAKEHOUSE) runs bench spark-warehouse metastore_db derby.log

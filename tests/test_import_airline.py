@@ -205,12 +205,13 @@ def test_bad_input_names_the_file_and_the_column(spark, schema, tmp_path):
     assert spark.sql(f"SHOW TABLES IN {schema}").count() == 0  # nothing written
 
 
-def test_cli_imports_a_gzipped_file(tmp_path):
+def test_cli_imports_a_gzipped_file(tmp_path, published, published_spark):
+    """The command as a user runs it, as a Spark Connect client of the published lakehouse's server."""
     gz = tmp_path / "flight.csv.gz"
     with open(MEMBERS, "rb") as src, gzip.open(gz, "wb") as dst:
         shutil.copyfileobj(src, dst)
-    lakehouse = tmp_path / "lh"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEGLIB_DRIVER_MEMORY": "1g"}
+    lakehouse = published[0]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **{k: v for k, v in published_spark.items() if not k.startswith("_")}}
     cli = [sys.executable, "-m", "seglib.cli", "import-airline"]
     ok = subprocess.run([*cli, str(gz), "--lakehouse", str(lakehouse), "--schema", "airline"],
                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)

@@ -30,7 +30,7 @@ def _labels(result, truth):
 
 
 @pytest.mark.parametrize("mixture", ["default", "lab"])
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_planted_archetypes_are_recovered_and_named(spark, mixture, seed):
     """'lab': the lab's mix of members, and only ~0.2% of them with any transaction."""
     features, truth = _features(spark, 4000, seed, mixture)
@@ -104,7 +104,7 @@ def test_choose_k_prefers_fewer_segments_when_close():
 @pytest.mark.parametrize("mixture, planted, k_range", [("four", 4, (3, 6)), ("six", 6, (4, 8))])
 def test_k_auto_finds_the_planted_number_of_archetypes(spark, mixture, planted, k_range):
     features, truth = _features(spark, 3000, 1, mixture)
-    result = fit_segments(features, k="auto", seed=42, k_range=k_range, stability_runs=0, **quiet)
+    result = fit_segments(features, k="auto", seed=42, k_range=k_range, n_init=3, stability_runs=0, **quiet)
     assert [r["k"] for r in result.sweep] == list(range(k_range[0], k_range[1] + 1))
     assert all(0 < r["silhouette"] <= 1 and r["inertia"] > 0 for r in result.sweep)
     assert result.k == planted and result.k_param == "auto"
@@ -144,7 +144,7 @@ def _publish(spark, kpi, features, assignments_result, schema, run_id):
 
 def test_migration_shows_exactly_the_customers_who_moved(spark, schema, tmp_path):
     """Version 2 of the Gold layer: 40 New Joiners behave like Premium Elite, 25 members left, 30 joined."""
-    kpi1 = gold_tables(spark, 2000, 5)[TB.KPI_CUSTOMER_VALUE].cache()
+    kpi1 = gold_tables(spark, 1200, 5)[TB.KPI_CUSTOMER_VALUE].cache()
     f1, _ = build_features(kpi1)
     fit = segment(f1, "fit", str(tmp_path / "model"), k=5, seed=42, n_init=2, stability_runs=0, **quiet)
     w1 = _publish(spark, kpi1, f1, fit, schema, "run-1")
@@ -180,13 +180,13 @@ def test_migration_shows_exactly_the_customers_who_moved(spark, schema, tmp_path
     matrix = migration_matrix(migration)
     assert matrix.loc["New Joiners", "Premium Elite Members"] == 40
     assert matrix.loc["At-Risk Customers", DEPARTED] == 25 and matrix.loc[NEW].sum() == 30
-    assert matrix.values.sum() == 2000 + 30
+    assert matrix.values.sum() == 1200 + 30
 
     # The run log: one row per run, and the run id on both gold tables.
     runs = spark.read.table(f"{schema}.{TB.GOLD_RUNS}").orderBy("run_time").collect()
     assert [r.run_id for r in runs] == ["run-1", "run-2"] and [r.mode for r in runs] == ["fit", "score"]
     assert runs[1].output_versions[TB.GOLD_SEGMENTS] == w2["output_versions"][TB.GOLD_SEGMENTS]
-    assert runs[0].input_rows == {TB.KPI_CUSTOMER_VALUE: 2000} and runs[1].customers == 2000 - 25 + 30
+    assert runs[0].input_rows == {TB.KPI_CUSTOMER_VALUE: 1200} and runs[1].customers == 1200 - 25 + 30
     assert runs[0].parameters["k"] == "5" and runs[0].parameters["null_policy"] == "impute"
     assert runs[0].silhouette == pytest.approx(fit.silhouette)
     for table in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY):

@@ -122,6 +122,16 @@ def cmd_import_airline(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import DEFAULT_SIZES, LARGE_SIZE, run_bench
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")] if args.sizes else list(DEFAULT_SIZES)
+    if args.large:
+        sizes.append(LARGE_SIZE)
+    _log(f"Benchmarking {', '.join(f'{s:,}' for s in sizes)} members -> {args.output}")
+    run_bench(sizes, args.output, args.lakehouse, args.seed, args.bundle, log=_log)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seglib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     ia.add_argument("--transactions", metavar="JSON",
                     help="the lab's customer_transactions.json (default: none, so no spend)")
     ia.set_defaults(func=cmd_import_airline)
+    b = sub.add_parser("bench", help="time the segmentation job at several sizes beside the lab's code and scikit-learn")
+    b.add_argument("--sizes", help="comma-separated member counts (default: 62988,1000000)")
+    b.add_argument("--large", action="store_true", help="also 10,000,000 members")
+    b.add_argument("--output", type=Path, default=Path("bench"), help="results folder (default: %(default)s)")
+    b.add_argument("--lakehouse", type=Path, help="lakehouse for the fixtures (default: <output>/lakehouse)")
+    b.add_argument("--seed", type=int, default=42, help="generator seed (default: %(default)s)")
+    b.add_argument("--bundle", type=Path, help="folder with databricks.yml (default: found from the cwd)")
+    b.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,202 @@
+"""`seglib bench`: the segmentation job timed at several sizes, beside two references on the same data.
+
+For each size it generates the demo Gold layer (timed as set-up), runs the bundle's segmentation job as
+`seglib run` does (one local Spark server, one kernel per notebook) while sampling the memory of the
+process tree, then times on the same tables:
+
+- the lab's plain Challenge-5 code: na.drop, VectorAssembler, StandardScaler, KMeans k=5, a profile,
+  a Delta write, in one Spark client process;
+- single-node pandas + scikit-learn: the same seven features, StandardScaler, KMeans k=5 with the
+  job's restarts, and a silhouette on a sample, as the cluster step does.
+
+It writes ``<output>/bench-<size>.json`` and ``.md`` per size and ``<output>/bench.md`` for all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import bundle as B
+from .features import FEATURES
+from .runner import DEMO_DATA_JOB, SEGMENTATION_JOB, local_spark, output_lock, run_job
+
+DEFAULT_SIZES = (62_988, 1_000_000)
+LARGE_SIZE = 10_000_000
+SILHOUETTE_SAMPLE = 10_000
+
+
+class MemoryPeak:
+    """Peak resident memory of this process's tree, sampled twice a second from /proc (Linux): the JVM
+    (the Spark server) and the Python side (this process and the notebook kernels) separately."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval, self.jvm, self.python = interval, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _processes() -> dict[int, tuple[int, str, int]]:
+        procs = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+                status = Path(entry.path, "status").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            rss = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+            procs[int(entry.name)] = (ppid, name, rss)
+        return procs
+
+    def sample(self) -> None:
+        procs = self._processes()
+        tree, frontier = {os.getpid()}, [os.getpid()]
+        while frontier:
+            parent = frontier.pop()
+            for pid, (ppid, _, _) in procs.items():
+                if ppid == parent and pid not in tree:
+                    tree.add(pid)
+                    frontier.append(pid)
+        jvm = sum(procs[p][2] for p in tree if p in procs and procs[p][1] == "java")
+        python = sum(procs[p][2] for p in tree if p in procs and procs[p][1].startswith("python"))
+        self.jvm, self.python = max(self.jvm, jvm), max(self.python, python)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except (OSError, ValueError, KeyError):  # a process ended mid-read
+                pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def _timer(into: dict, key: str):
+    start = time.perf_counter()
+    yield
+    into[key] = round(time.perf_counter() - start, 2)
+
+
+def lab_plain(spark, schema: str) -> dict[str, float]:
+    """The lab's Challenge-5 notebook as written: one process, plain scaling, KMeans k=5, a profile, a write."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.clustering import KMeans
+    from pyspark.ml.feature import StandardScaler, VectorAssembler
+    from pyspark.sql import functions as F
+    t: dict[str, float] = {}
+    with _timer(t, "total_s"):
+        kpi = spark.read.table(f"`{schema}`.`kpi_customer_value`").na.drop(subset=FEATURES)
+        with _timer(t, "fit_s"):
+            model = Pipeline(stages=[
+                VectorAssembler(inputCols=FEATURES, outputCol="features_raw"),
+                StandardScaler(inputCol="features_raw", outputCol="features", withMean=True, withStd=True),
+                KMeans(k=5, seed=42, featuresCol="features", predictionCol="segment"),
+            ]).fit(kpi)
+        segments = model.transform(kpi).drop("features_raw", "features")
+        segments.groupBy("segment").agg(F.count("*").alias("customers"),
+                                        *[F.avg(c).alias(c) for c in FEATURES]).collect()
+        segments.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
+            .saveAsTable(f"`{schema}`.`bench_lab_segments`")
+    return t
+
+
+def sklearn_reference(kpi_path: str, n_init: int, seed: int = 42) -> dict[str, float]:
+    """The same seven features on one node: read (delta-rs), scale, KMeans k=5 from n_init seeds, silhouette
+    on a sample."""
+    from deltalake import DeltaTable
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import StandardScaler
+    t: dict[str, float] = {}
+    with _timer(t, "total_s"):
+        with _timer(t, "read_s"):
+            df = DeltaTable(kpi_path).to_pandas(columns=FEATURES).dropna()
+        with _timer(t, "fit_s"):
+            x = StandardScaler().fit_transform(df.to_numpy(dtype="float64"))
+            model = KMeans(n_clusters=5, n_init=n_init, random_state=seed).fit(x)
+            silhouette_score(x, model.labels_, sample_size=min(SILHOUETTE_SAMPLE, len(x)), random_state=seed)
+    t["rows"] = len(df)
+    return t
+
+
+def bench_size(bundle: B.Bundle, lakehouse: Path, size: int, out: Path, seed: int = 42, log=print) -> dict:
+    """Generate *size* members, run the segmentation job, then the two references; returns the record."""
+    from pyspark.sql import SparkSession
+    from .session import table_path
+    schema = f"bench_{size}"
+    run_dir = out / "runs" / str(size)
+    record: dict = {"members": size, "schema": schema, "machine": {"cpus": os.cpu_count(),
+                                                                    "python": platform.python_version()}}
+    with output_lock(str(lakehouse), {"schema": schema}), local_spark(str(lakehouse), run_dir, log) as url:
+        log(f"[bench {size:,}] generating ...")
+        gen = run_job(bundle, DEMO_DATA_JOB, {"schema": schema, "customers": str(size), "seed": str(seed)},
+                      str(lakehouse), run_dir / "generate", log=log)
+        record["setup_s"] = round(sum(gen.timings.values()), 2)
+        log(f"[bench {size:,}] segmentation job ...")
+        with MemoryPeak() as peak:
+            start = time.perf_counter()
+            run = run_job(bundle, SEGMENTATION_JOB, {"schema": schema}, str(lakehouse), run_dir / "run", log=log)
+            record["total_s"] = round(time.perf_counter() - start, 2)
+        record["stages_s"] = {k: round(v, 2) for k, v in run.timings.items()}
+        record["peak_memory_mb"] = {"jvm": round(peak.jvm / 2**20), "python": round(peak.python / 2**20)}
+        record["rows_per_s"] = round(size / record["total_s"])
+        log(f"[bench {size:,}] the lab's plain code ...")
+        spark = SparkSession.builder.remote(url).getOrCreate()
+        record["lab_plain"] = lab_plain(spark, schema)
+        spark.stop()
+    n_init = int(bundle.parameters(SEGMENTATION_JOB).get("n_init", "1"))
+    log(f"[bench {size:,}] pandas + scikit-learn ...")
+    record["sklearn"] = sklearn_reference(str(table_path(lakehouse, schema, "kpi_customer_value")), n_init, seed)
+    cluster = record["stages_s"].get("03_cluster")
+    record["ratios"] = {
+        "cluster_stage_vs_sklearn": round(cluster / record["sklearn"]["total_s"], 2) if cluster else None,
+        "cluster_stage_vs_lab_plain": round(cluster / record["lab_plain"]["total_s"], 2) if cluster else None,
+        "job_vs_lab_plain": round(record["total_s"] / record["lab_plain"]["total_s"], 2),
+    }
+    return record
+
+
+def markdown(record: dict) -> str:
+    r = record
+    lines = [f"### {r['members']:,} members", "",
+             f"Set-up (generate): {r['setup_s']} s. Segmentation job: **{r['total_s']} s** "
+             f"({r['rows_per_s']:,} members/s); peak memory JVM {r['peak_memory_mb']['jvm']:,} MB, "
+             f"Python (runner + kernels) {r['peak_memory_mb']['python']:,} MB.", "",
+             "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in r["stages_s"].items()]
+    lines += ["", "| reference (same data) | total s | fit s |", "|---|---|---|",
+              f"| lab's plain Spark code (k=5, one fit) | {r['lab_plain']['total_s']} | {r['lab_plain']['fit_s']} |",
+              f"| pandas + scikit-learn (k=5, job's n_init) | {r['sklearn']['total_s']} | {r['sklearn']['fit_s']} |",
+              "", "Ratios: " + ", ".join(f"{k} {v}" for k, v in r["ratios"].items()), ""]
+    return "\n".join(lines)
+
+
+def run_bench(sizes: list[int], out: Path, lakehouse: Path | None = None, seed: int = 42, bundle_root=None,
+              log=print) -> list[dict]:
+    bundle = B.load(bundle_root)
+    out.mkdir(parents=True, exist_ok=True)
+    lakehouse = (lakehouse or out / "lakehouse").resolve()
+    records = []
+    for size in sizes:
+        record = bench_size(bundle, lakehouse, size, out, seed, log)
+        (out / f"bench-{size}.json").write_text(json.dumps(record, indent=2) + "\n")
+        (out / f"bench-{size}.md").write_text(markdown(record))
+        records.append(record)
+        log(markdown(record))
+    (out / "bench.md").write_text("\n".join(markdown(r) for r in records))
+    return records
