@@ -89,41 +89,65 @@ def _overwrite(spark, folder, table, df):
     df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(str(folder / table))
 
 
-def _kpi(spark, folder):
-    return spark.read.format("delta").load(str(folder / TB.KPI_CUSTOMER_VALUE)).cache()
-
-
 KPI = TB.KPI_CUSTOMER_VALUE
-# name -> (how the kpi table is broken, the message)
-BROKEN_KPI = {
-    "missing column": (lambda kpi: kpi.drop("days_since_last_flight"),
-                       "kpi_customer_value is missing column(s) days_since_last_flight"),
-    "uncastable type": (lambda kpi: kpi.withColumn("total_flights", F.when(F.col("customer_key") == 2, "many")
-                                                   .otherwise(F.col("total_flights").cast("string"))),
-                        "kpi_customer_value.total_flights: 1 value(s) cannot be read as int (the column is string), "
-                        "e.g. customer_key 2 (value 'many')"),
-    "feature entirely null": (lambda kpi: kpi.withColumn("total_km_flown", F.lit(None).cast("int")),
-                              f"kpi_customer_value.total_km_flown: null in all {DEMO_CUSTOMERS:,} rows"),
-    "empty kpi table": (lambda kpi: kpi.limit(0), "kpi_customer_value: 0 rows, expected at least 1"),
-    "duplicate keys": (lambda kpi: kpi.unionByName(kpi.where("customer_key IN (4, 9)")),
-                       "kpi_customer_value.customer_key: 2 duplicate key row(s), expected one row per customer_key, "
-                       "e.g. customer_key 4 (2 rows), 9 (2 rows)"),
-    "negative values": (lambda kpi: kpi.withColumn("total_loyalty_points", F.when(
-        F.col("customer_key") == 6, -10).otherwise(F.col("total_loyalty_points"))),
-                        "kpi_customer_value.total_loyalty_points: 1 negative value(s), expected >= 0, "
-                        "e.g. customer_key 6 (total_loyalty_points -10)"),
-    "every feature constant": (lambda kpi: kpi.select(*[F.lit(1).cast(dict(kpi.dtypes)[c]).alias(c) if c in (
-        "age", "total_flights", "total_km_flown", "total_loyalty_points", "days_since_last_flight", "total_spent",
-        "transaction_count") else F.col(c) for c in kpi.columns]),
-                               "kpi_customer_value: every clustering feature is constant"),
+FEATURES = ("age", "total_flights", "total_km_flown", "total_loyalty_points", "days_since_last_flight",
+            "total_spent", "transaction_count")
+
+
+def _read(spark, folder, table):
+    return spark.read.format("delta").load(str(folder / table)).cache()
+
+
+@pytest.fixture(scope="module")
+def broken_values(spark, lake):
+    """One run on a copy with five value violations in three tables: the load step must name every one
+    of them in its one error (each case's test below checks its own line)."""
+    folder = lake.inputs("broken_values")
+    dim = _read(spark, folder, TB.DIM_CUSTOMERS)
+    _overwrite(spark, folder, TB.DIM_CUSTOMERS, dim.unionByName(dim.where("customer_key IN (4, 9)")))
+    flights = _read(spark, folder, TB.FACT_FLIGHTS)
+    _overwrite(spark, folder, TB.FACT_FLIGHTS, flights
+               .withColumn("total_loyalty_points", F.when(F.col("customer_key") == 6, -10)
+                           .otherwise(F.col("total_loyalty_points")))
+               .withColumn("total_flights", F.when(F.col("customer_key") == 2, "many")
+                           .otherwise(F.col("total_flights").cast("string"))))
+    kpi = _read(spark, folder, KPI)  # one feature without values, the other six constant
+    _overwrite(spark, folder, KPI, kpi.select(*[
+        F.lit(None).cast("int").alias(c) if c == "total_km_flown" else
+        F.lit(1).cast(dict(kpi.dtypes)[c]).alias(c) if c in FEATURES else F.col(c) for c in kpi.columns]))
+    before = lake.gold()
+    proc, _ = lake.run("--param", f"source_path={folder}")
+    return before, proc
+
+
+VALUE_CASES = {
+    "duplicate keys": "dim_customers.customer_key: 2 duplicate key row(s), expected one row per customer_key, "
+                      "e.g. customer_key 4 (2 rows), 9 (2 rows)",
+    "negative values": "fact_flights.total_loyalty_points: 1 negative value(s), expected >= 0, "
+                       "e.g. customer_key 6 (total_loyalty_points -10)",
+    "uncastable type": "fact_flights.total_flights: 1 value(s) cannot be read as int (the column is string), "
+                       "e.g. customer_key 2 (value 'many')",
+    "feature entirely null": f"kpi_customer_value.total_km_flown: null in all {DEMO_CUSTOMERS:,} rows",
+    "every feature constant": "kpi_customer_value: every clustering feature is constant (age, total_flights, "
+                              "total_loyalty_points, days_since_last_flight, total_spent, transaction_count)",
 }
 
 
-@pytest.mark.parametrize("case", list(BROKEN_KPI))
-def test_broken_kpi_table_stops_the_load_step(spark, lake, case):
-    breaks, message = BROKEN_KPI[case]
+@pytest.mark.parametrize("case", list(VALUE_CASES))
+def test_bad_values_stop_the_load_step(lake, broken_values, case):
+    before, proc = broken_values
+    assert_failed_safely(lake, before, proc, "01_load failed", "InputContractError: the input breaks the airline "
+                         "contract (5 problem(s)); nothing was written", VALUE_CASES[case])
+
+
+@pytest.mark.parametrize("case, breaks, message", [
+    ("missing column", lambda kpi: kpi.drop("days_since_last_flight"),
+     "kpi_customer_value is missing column(s) days_since_last_flight"),
+    ("empty kpi table", lambda kpi: kpi.limit(0), "kpi_customer_value: 0 rows, expected at least 1"),
+])
+def test_broken_kpi_table_stops_the_load_step(spark, lake, case, breaks, message):
     folder = lake.inputs(case.replace(" ", "_"))
-    _overwrite(spark, folder, KPI, breaks(_kpi(spark, folder)))
+    _overwrite(spark, folder, KPI, breaks(_read(spark, folder, KPI)))
     before = lake.gold()
     proc, _ = lake.run("--param", f"source_path={folder}")
     assert_failed_safely(lake, before, proc, "01_load failed", "InputContractError", message)
@@ -155,7 +179,7 @@ def test_unreadable_table(lake):
 
 def test_fewer_customers_than_k(spark, lake):
     folder = lake.inputs("three_customers")
-    _overwrite(spark, folder, KPI, _kpi(spark, folder).where("customer_key <= 3"))
+    _overwrite(spark, folder, KPI, _read(spark, folder, KPI).where("customer_key <= 3"))
     before = lake.gold()
     proc, _ = lake.run("--from", "features", "--param", f"source_path={folder}", "--param", "k=4")
     assert_failed_safely(lake, before, proc, "03_cluster failed",

@@ -221,7 +221,9 @@ def shared_local_spark(lakehouse: str | os.PathLike, log_path: Path, timeout: fl
     log_path.parent.mkdir(parents=True, exist_ok=True)
     ready = log_path.with_suffix(".ready")
     ready.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+    # A process that has been a Spark Connect client carries pyspark's connect-mode flag; the server
+    # must start classic Spark.
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
     env[_TOKEN_ENV] = token
     code = "import sys; from seglib.session import _serve; _serve(*sys.argv[1:])"
     with open(log_path, "ab") as log:
