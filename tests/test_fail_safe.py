@@ -17,6 +17,7 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from seglib import tables as TB
+from seglib.features import FEATURES
 from seglib.runner import output_lock
 from seglib.session import table_path
 
@@ -90,8 +91,6 @@ def _overwrite(spark, folder, table, df):
 
 
 KPI = TB.KPI_CUSTOMER_VALUE
-FEATURES = ("age", "total_flights", "total_km_flown", "total_loyalty_points", "days_since_last_flight",
-            "total_spent", "transaction_count")
 
 
 def _read(spark, folder, table):

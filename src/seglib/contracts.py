@@ -45,8 +45,9 @@ class Contract:
 
 
 AGE_RANGE = (2.0, 100.0)  # loyalty members' ages; children can be members, 110-year-olds are typos
-_FEATURES = ("age", "total_flights", "total_km_flown", "total_loyalty_points", "days_since_last_flight",
-             "total_spent", "transaction_count")
+# The seven clustering features: kpi_customer_value columns (seglib.features.FEATURES is this list).
+FEATURES = ("age", "total_flights", "total_km_flown", "total_loyalty_points", "days_since_last_flight",
+            "total_spent", "transaction_count")
 
 AIRLINE = {c.table: c for c in (
     Contract(TB.DIM_CUSTOMERS, key="customer_key", plausible={"age": AGE_RANGE}),
@@ -60,7 +61,7 @@ AIRLINE = {c.table: c for c in (
     Contract(TB.KPI_CUSTOMER_VALUE, key="customer_key",
              non_negative=("total_flights", "total_km_flown", "total_loyalty_points", "days_since_last_flight",
                            "total_spent", "transaction_count"),
-             features=_FEATURES, plausible={"age": AGE_RANGE}),
+             features=FEATURES, plausible={"age": AGE_RANGE}),
 )}
 
 RECIPES: dict[str, dict[str, Contract]] = {"airline": AIRLINE}

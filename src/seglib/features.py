@@ -10,8 +10,7 @@ from . import contracts as C
 from . import tables as TB
 from .errors import InputContractError, ParameterError
 
-FEATURES = ["age", "total_flights", "total_km_flown", "total_loyalty_points",
-            "days_since_last_flight", "total_spent", "transaction_count"]
+FEATURES = list(C.FEATURES)  # declared with the input contract
 NULL_POLICIES = ("impute", "drop")
 
 # The lab's RFM thresholds: (bound, score), first match wins.

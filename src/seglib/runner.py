@@ -138,14 +138,11 @@ def check_params(params: dict) -> None:
             PARAMS[name].parse(value)
 
 
-_held: set[Path] = set()
-
-
 @contextlib.contextmanager
 def output_lock(lakehouse: str, params: dict):
     """One local run at a time per set of outputs (a schema, or a target_path folder): a second run
     stops at once instead of racing the first on the handover and gold tables. On Databricks the job's
-    max_concurrent_runs: 1 (with queueing) does this."""
+    max_concurrent_runs: 1 (with queueing) does this. Taken once per command, around all its jobs."""
     import fcntl
     import hashlib
     import json
@@ -154,9 +151,6 @@ def output_lock(lakehouse: str, params: dict):
     folder = Path(lakehouse).resolve() / ".seglib-locks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (hashlib.sha1(what.encode()).hexdigest()[:16] + ".lock")
-    if path in _held:  # this process holds it already (several jobs in one `seglib demo`)
-        yield path
-        return
     with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -170,23 +164,22 @@ def output_lock(lakehouse: str, params: dict):
         f.write(json.dumps({"pid": os.getpid(), "run": params.get("run_id", ""),
                             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         f.flush()
-        _held.add(path)
         try:
             yield path
         finally:
-            _held.discard(path)
             f.seek(0)
             f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_notebooks(paths: list[Path], params: dict, output_dir: Path, log=print) -> RunResult:
+    """The notebooks in order. Callers check the parameters (check_params) and take the output lock
+    before starting Spark, as `seglib run` and `seglib bench` do."""
     params = dynamic_values(params, output_dir)
-    check_params(params)
     output_dir.mkdir(parents=True, exist_ok=True)
     declared = {p.stem: declared_parameters(p) for p in paths}
     lakehouse = params.get("lakehouse", ".lakehouse")
-    with output_lock(lakehouse, params), local_spark(lakehouse, output_dir, log):
+    with local_spark(lakehouse, output_dir, log):
         return _execute(paths, declared, params, output_dir, log)
 
 
