@@ -1,13 +1,14 @@
 """Cluster, profile and write on the small demo fixture, through real Delta tables."""
+import numpy as np
 import pytest
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
 from seglib import tables as TB
-from seglib.cluster import (cluster_means, fit_segments, parse_k, parse_k_range, save_cluster_outputs, save_model,
-                            transform_statement)
+from seglib.cluster import (cluster_means, fit_segments, fit_transform, model_column, parse_fit_sample, parse_k,
+                            parse_k_range, save_cluster_outputs, save_model)
 from seglib.errors import InputContractError, ParameterError, ValidationError
-from seglib.features import build_features
+from seglib.features import FEATURES, build_features
 from seglib.load import read_input, record_inputs
 from seglib.profile import profile_segments
 from test_features import _kpi
@@ -36,18 +37,38 @@ def test_k_and_k_range_parsing():
             parse_k_range(bad)
 
 
-def test_transform_statement(spark):
-    df = spark.createDataFrame([(1, 30.0, 2.0, 10.0, 10.0, 5.0, 0.0, 0.0), (2, 40.0, 8.0, 30.0, 30.0, 9.0, 5.0, 1.0)],
-                               "customer_key int, age double, total_flights double, total_km_flown double, "
-                               "total_loyalty_points double, days_since_last_flight double, total_spent double, "
-                               "transaction_count double")
-    sql = transform_statement(df, "log1p")
-    assert "LN(1 + GREATEST(`total_spent`, 0) / 5.0)" in sql  # median of the positive values only
-    assert "LN(1 + GREATEST(`days_since_last_flight`, 0) / 5.0)" in sql and "CAST(`age` AS DOUBLE)" in sql
-    assert "LEAST(GREATEST(CAST(`age` AS DOUBLE), 30.0), 40.0) AS `x_age`" in sql  # clipped to p1..p99
-    assert "LN(" not in transform_statement(df, "none")
+def test_model_statement_transforms_standardises_and_assigns_the_nearest_centre(spark):
+    cols = ["customer_key", *FEATURES]
+    rows = [(1, 30.0, 2.0, 10.0, 10.0, 0.0, 0.0, 5.0), (2, 40.0, 8.0, 30.0, 30.0, 5.0, 1.0, 9.0),
+            (3, 50.0, 4.0, 20.0, 20.0, 10.0, 2.0, 7.0)]
+    raw = np.array([r[1:] for r in rows])
+    spec = fit_transform(raw, "log1p")
+    assert spec.medians["total_spent"] == 1.5  # median of the positive values only
+    assert spec.medians["days_since_last_flight"] == 7.5 and "age" not in spec.medians
+    assert spec.bounds["age"] == (30.0, 50.0)  # clipped to values that occur at p1 and p99
+    z = spec.standardise(raw)
+    assert np.allclose(z.mean(axis=0), 0) and np.allclose(z.std(axis=0, ddof=1), 1)
+    spec.centres = [list(z[0]), list(z[2])]
+    sql = spec.statement()
+    assert "LN(1 + GREATEST(`total_spent`, 0) / 1.5)" in sql and "LEAST(GREATEST(CAST(`age` AS DOUBLE), 30.0), 50.0)" in sql
+    df = spark.createDataFrame(rows, ", ".join(f"{c} {'int' if c == 'customer_key' else 'double'}" for c in cols))
+    out = spec.pipeline().transform(df).orderBy("customer_key").toPandas()
+    assert np.allclose(out[[model_column(c) for c in FEATURES]].to_numpy(), z)  # Spark computes what numpy fitted on
+    nearest = ((z[:, None, :] - np.array(spec.centres)[None]) ** 2).sum(axis=2).argmin(axis=1)
+    assert out.cluster.tolist() == nearest.tolist() and nearest[0] == 0 and nearest[2] == 1
+    constant = fit_transform(np.column_stack([raw[:, :6], np.ones(3)]), "none")
+    assert constant.stds[FEATURES[6]] == 0 and np.all(constant.standardise(raw)[:, 6] == 0)  # as Spark's scaler
+    constant.centres = [[0.0] * 7]
+    assert "LN(" not in constant.statement() and "0.0D AS `x_transaction_count`" in constant.statement()
     with pytest.raises(ParameterError, match="feature_transform must be one of log1p, none"):
-        transform_statement(df, "sqrt")
+        fit_transform(raw, "sqrt")
+
+
+def test_fit_sample_bounds():
+    assert parse_fit_sample("50000") == 50_000
+    for bad in ["0", "999", "lots", "3000000"]:
+        with pytest.raises(ParameterError, match="fit_sample must be a whole number from 1000"):
+            parse_fit_sample(bad)
 
 
 def test_too_few_customers_for_k(spark):

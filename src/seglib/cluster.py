@@ -1,27 +1,39 @@
-"""Stage 3: the lab's Spark ML pipeline (assembler -> StandardScaler(withMean, withStd) -> KMeans), made
+"""Stage 3: the lab's pipeline (transform -> StandardScaler(withMean, withStd) -> KMeans), made
 trustworthy: restarts, a k sweep, stability, names from profiles, and a saved model for scoring.
+
+How the work is split, and why (numbers from ``seglib bench`` on a 2-core machine, see the README):
+
+- The model is fitted on a seeded sample of at most ``fit_sample`` customers (default 50,000),
+  collected to the driver (7 numbers per customer, 2.8 MB), with scikit-learn's KMeans. A Spark ML
+  KMeans fit costs about 1.5 s of job scheduling however small its input (measured over Spark
+  Connect: 1.6 s for 1,000 rows, 2.3 s for 20,000, 3.1 s for 63,000), and a run makes
+  n_init x (1 + stability_runs) + the k sweep of them: 30 s of a 63k-member run went there.
+  scikit-learn does all of them on the sample in well under a second. The centres barely move
+  with more rows: fitted on 50,000 customers, a centre's standard error is a few hundredths of a
+  standard deviation for any segment above 1% of the customers.
+- Spark then assigns every customer, with the fitted model written as one SQL statement (medians,
+  clip bounds, means, standard deviations and centres as literals) inside a Spark ML PipelineModel.
+  It runs where the data is, at any size, on classic Spark and Spark Connect alike, and a saved
+  model scores new data exactly as it was fitted.
 
 Model inputs (README, "Feature transform"): with the default ``log1p`` transform, counts, amounts and
 days since the last flight enter as log1p(x / median x), clipped to their 1st-99th percentiles. Logs
 tame the heavy right tails; the clip stops a handful of extreme members (or a feature that is non-zero
 for under 1% of customers, like spend when only a few members have transactions) from claiming a
-segment of their own. Medians and clip bounds are literals in a SQLTransformer inside the fitted
-pipeline, so the saved model scores new data exactly as it was fitted. ``none`` is the lab's plain
-scaling.
+segment of their own. ``none`` is the lab's plain scaling.
 
-KMeans is run from ``n_init`` seeds (seed, seed+1, ...) on the same scaled data; the fit with the
-lowest within-cluster cost wins (k-means|| alone lands in a poorer local optimum from some seeds), and
-the others measure stability.
+KMeans runs from ``n_init`` seeds (seed, seed+1, ...); the fit with the lowest within-cluster cost
+wins (a single k-means++ start sometimes lands in a poorer local optimum).
 """
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.clustering import KMeans
-from pyspark.ml.evaluation import ClusteringEvaluator
-from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
+import numpy as np
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import SQLTransformer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -36,9 +48,10 @@ LOG_FEATURES = ["total_flights", "total_km_flown", "total_loyalty_points", "tota
 TRANSFORMS = ("log1p", "none")
 MODES = ("fit", "score")
 CLIP_QUANTILES = (0.01, 0.99)
-MAX_ITER = 50
 DEFAULT_K_RANGE = (3, 8)
-SWEEP_SAMPLE = 20_000  # customers the k sweep fits on (a seeded sample; the final fit uses everyone)
+FIT_SAMPLE = 50_000        # customers the model is fitted on by default (a seeded sample)
+MAX_FIT_SAMPLE = 2_000_000  # 7 doubles each: at most ~110 MB on the driver
+SILHOUETTE_SAMPLE = 10_000  # silhouette is quadratic in rows: scored on a seeded subsample
 
 
 def parse_k(k) -> int | str:
@@ -65,75 +78,151 @@ def parse_k_range(text) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def parse_fit_sample(value) -> int:
+    """Customers the model is fitted on: a whole number from 1,000 to MAX_FIT_SAMPLE."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = -1
+    if not 1_000 <= n <= MAX_FIT_SAMPLE:
+        raise ParameterError(f"fit_sample must be a whole number from 1000 to {MAX_FIT_SAMPLE}, got {value!r}")
+    return n
+
+
 def model_column(feature: str) -> str:
     return f"x_{feature}"
 
 
-def transform_statement(features_df: DataFrame, transform: str) -> str:
-    """The SQL that turns raw features into model inputs (medians and clip bounds as literals)."""
+def _lit(value) -> str:
+    """A double as a SQL literal that reads back to the same value."""
+    return repr(float(value))
+
+
+@dataclass
+class SegmentModel:
+    """A fitted model: how each feature is transformed and standardised, and the KMeans centres in that
+    standardised space. ``statement()`` is the whole model as one SQL SELECT."""
+    transform: str
+    medians: dict[str, float]                 # log1p: the divisor of each log feature
+    bounds: dict[str, tuple[float, float]]    # log1p: 1st and 99th percentile of each transformed feature
+    means: dict[str, float]
+    stds: dict[str, float]
+    centres: list[list[float]]                # k rows, one value per FEATURES entry, standardised
+
+    def feature_expressions(self) -> dict[str, str]:
+        """SQL for each model input (before standardising)."""
+        exprs = {c: f"CAST(`{c}` AS DOUBLE)" for c in FEATURES}
+        if self.transform == "log1p":
+            for c in LOG_FEATURES:
+                exprs[c] = f"LN(1 + GREATEST(`{c}`, 0) / {_lit(self.medians[c])})"
+            exprs = {c: f"LEAST(GREATEST({e}, {_lit(self.bounds[c][0])}), {_lit(self.bounds[c][1])})"
+                     for c, e in exprs.items()}
+        return exprs
+
+    def statement(self) -> str:
+        """SELECT *, the standardised inputs ``x_<feature>`` and ``cluster`` (nearest centre; ties go to the
+        lower cluster) FROM __THIS__. A feature with no spread standardises to 0, as in Spark's StandardScaler."""
+        z = {c: (f"(({e}) - {_lit(self.means[c])}) / {_lit(self.stds[c])}" if self.stds[c] > 0 else "0.0D")
+             for c, e in self.feature_expressions().items()}
+        inner = "SELECT *, " + ", ".join(f"{e} AS `{model_column(c)}`" for c, e in z.items()) + " FROM __THIS__"
+        distances = [" + ".join(f"POW(`{model_column(c)}` - {_lit(centre[i])}, 2)" for i, c in enumerate(FEATURES))
+                     for centre in self.centres]
+        nearest = f"ARRAY_POSITION(ARRAY({', '.join(distances)}), ARRAY_MIN(ARRAY({', '.join(distances)}))) - 1"
+        return f"SELECT *, CAST({nearest} AS INT) AS cluster FROM ({inner})"
+
+    def pipeline(self) -> PipelineModel:
+        return PipelineModel(stages=[SQLTransformer(statement=self.statement())])
+
+    def standardise(self, raw: np.ndarray) -> np.ndarray:
+        """The model inputs of a (rows x FEATURES) array, as the SQL computes them."""
+        x = raw.astype("float64").copy()
+        if self.transform == "log1p":
+            for i, c in enumerate(FEATURES):
+                if c in LOG_FEATURES:
+                    x[:, i] = np.log1p(np.maximum(x[:, i], 0) / self.medians[c])
+                x[:, i] = np.clip(x[:, i], *self.bounds[c])
+        for i, c in enumerate(FEATURES):
+            x[:, i] = (x[:, i] - self.means[c]) / self.stds[c] if self.stds[c] > 0 else 0.0
+        return x
+
+
+def fit_transform(raw: np.ndarray, transform: str) -> SegmentModel:
+    """Medians, clip bounds, means and standard deviations from the sample (no centres yet)."""
     if transform not in TRANSFORMS:
         raise ParameterError(f"feature_transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
-    exprs = {c: f"CAST(`{c}` AS DOUBLE)" for c in FEATURES}
+    x = raw.astype("float64")
+    medians, bounds = {}, {}
     if transform == "log1p":
-        row = features_df.agg(*[
-            F.percentile_approx(F.when(F.col(c) > 0, F.col(c)), 0.5, 10_000).alias(c) for c in LOG_FEATURES
-        ]).first()
-        for c in LOG_FEATURES:
-            exprs[c] = f"LN(1 + GREATEST(`{c}`, 0) / {float(row[c]) if row[c] else 1.0!r})"
-        bounds = features_df.select(*[F.expr(e).alias(c) for c, e in exprs.items()]).agg(
-            *[F.percentile_approx(c, list(CLIP_QUANTILES), 10_000).alias(c) for c in FEATURES]).first()
-        exprs = {c: f"LEAST(GREATEST({e}, {float(bounds[c][0])!r}), {float(bounds[c][1])!r})"
-                 for c, e in exprs.items()}
-    return "SELECT *, " + ", ".join(f"{e} AS `{model_column(c)}`" for c, e in exprs.items()) + " FROM __THIS__"
+        for i, c in enumerate(FEATURES):
+            if c in LOG_FEATURES:
+                positive = x[:, i][x[:, i] > 0]
+                medians[c] = float(np.median(positive)) if positive.size else 1.0
+        for i, c in enumerate(FEATURES):
+            v = np.log1p(np.maximum(x[:, i], 0) / medians[c]) if c in LOG_FEATURES else x[:, i]
+            lo, hi = np.quantile(v, CLIP_QUANTILES, method="inverted_cdf")  # values that occur, as percentile_approx
+            bounds[c] = (float(lo), float(hi))
+    spec = SegmentModel(transform, medians, bounds, {c: 0.0 for c in FEATURES}, {c: 1.0 for c in FEATURES}, [])
+    t = spec.standardise(x)
+    spec.means = {c: float(t[:, i].mean()) for i, c in enumerate(FEATURES)}
+    spec.stds = {c: float(t[:, i].std(ddof=1)) if len(t) > 1 else 0.0 for i, c in enumerate(FEATURES)}
+    return spec
 
 
-# Spark Connect (pyspark 4.1) frees a fitted model on the server when Python garbage-collects it, from
-# whatever call is running at the time; inside another gRPC call that deadlocks the client (seen on a
-# real run). Fitted models therefore stay referenced until the notebook process ends; they are small.
-_KEEP: list = []
-
-
-def prepare(features_df: DataFrame, transform: str = "log1p") -> PipelineModel:
-    """The fitted transform -> assemble -> standardise stages (column ``features``)."""
-    prep = Pipeline(stages=[
-        SQLTransformer(statement=transform_statement(features_df, transform)),
-        VectorAssembler(inputCols=[model_column(c) for c in FEATURES], outputCol="raw_features"),
-        StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True),
-    ]).fit(features_df)
-    _KEEP.extend((prep, *prep.stages))
-    return prep
-
-
-def _kmeans(k: int, seed: int, prediction: str = "cluster") -> KMeans:
-    return KMeans(k=k, seed=seed, maxIter=MAX_ITER, featuresCol="features", predictionCol=prediction)
-
-
-def best_of(scaled: DataFrame, k: int, seeds: list[int]):
-    """KMeans from each seed; returns [(cost, seed, model)] sorted best first (ties: lower seed)."""
-    fits = []
-    for s in seeds:
-        m = _kmeans(k, s).fit(scaled)
-        summary = m.summary
-        _KEEP.extend((m, summary))
-        fits.append((float(summary.trainingCost), s, m))
+def best_of(x: np.ndarray, k: int, seeds: list[int]):
+    """KMeans (k-means++) from each seed; returns [(cost, seed, model)] sorted best first (ties: lower seed)."""
+    from sklearn.cluster import KMeans
+    fits = [(float(m.inertia_), s, m) for s in seeds
+            for m in [KMeans(n_clusters=k, init="k-means++", n_init=1, random_state=s).fit(x)]]
     return sorted(fits, key=lambda f: (round(f[0], 6), f[1]))
 
 
-def sweep_k(scaled: DataFrame, k_range: tuple[int, int], seed: int, n_init: int, log=print) -> list[dict]:
-    """Silhouette and inertia for each k in the range, on *scaled* (a sample), best of n_init seeds."""
+def silhouette(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    """Mean silhouette with squared Euclidean distance (the definition of Spark's ClusteringEvaluator,
+    which the lab's 0.3 bar refers to), on at most SILHOUETTE_SAMPLE seeded rows."""
+    from sklearn.metrics import silhouette_score
+    if not 2 <= len(set(labels.tolist())) < len(x):
+        return float("nan")
+    size = SILHOUETTE_SAMPLE if len(x) > SILHOUETTE_SAMPLE else None
+    return float(silhouette_score(x, labels, metric="sqeuclidean", sample_size=size, random_state=seed))
+
+
+def sweep_k(x: np.ndarray, k_range: tuple[int, int], seed: int, n_init: int, log=print) -> list[dict]:
+    """Silhouette and inertia for each k in the range, best of n_init seeds."""
     rows = []
-    evaluator = ClusteringEvaluator(featuresCol="features", predictionCol="cluster")
     for k in range(k_range[0], k_range[1] + 1):
-        cost, _, model = best_of(scaled, k, list(range(seed, seed + n_init)))[0]
-        silhouette = evaluator.evaluate(model.transform(scaled))
-        rows.append({"k": k, "silhouette": round(float(silhouette), 4), "inertia": round(cost, 1)})
-        log(f"  k={k}: silhouette {silhouette:.3f}, inertia {cost:,.0f}")
+        if k > len(x):
+            break
+        cost, _, model = best_of(x, k, list(range(seed, seed + n_init)))[0]
+        score = silhouette(x, model.labels_, seed)
+        rows.append({"k": k, "silhouette": round(score, 4), "inertia": round(cost, 1)})
+        log(f"  k={k}: silhouette {score:.3f}, inertia {cost:,.0f}")
     return rows
+
+
+def _table(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    table = np.zeros((k, k))
+    np.add.at(table, (a, b), 1)
+    return table
+
+
+def measure_stability(x: np.ndarray, labels: np.ndarray, k: int, seed: int, n_init: int, runs: int,
+                      log=print) -> Q.Stability:
+    """Refit the same procedure (best of n_init seeds) on *runs* seeded half-samples of *x* (the rows the
+    chosen model was fitted on) and compare each refit's clusters with the chosen labels on those rows."""
+    tables = []
+    for r in range(1, runs + 1):
+        rows = np.sort(np.random.default_rng(seed + 1000 * r).choice(len(x), max(k, len(x) // 2), replace=False))
+        refit = best_of(x[rows], k, list(range(seed + 1000 * r, seed + 1000 * r + n_init)))[0][2]
+        tables.append(_table(labels[rows], refit.labels_, k))
+    result = Q.stability(tables, list(range(k)))
+    if runs:
+        log(f"stability: {runs} refit(s) on half-samples, mean ARI {result.mean_ari:.3f}")
+    return result
 
 
 @dataclass
 class ClusterResult:
-    model: PipelineModel                 # transform + scaler + the chosen KMeans
+    model: SegmentModel                  # transform + scaler + the chosen centres
     names: dict[int, tuple[int, str]]    # cluster -> (segment id, segment name)
     assignments: DataFrame               # customer_key, cluster, segment, segment_name
     silhouette: float
@@ -146,11 +235,12 @@ class ClusterResult:
     sweep: list[dict] = field(default_factory=list)
     stability: Q.Stability = field(default_factory=lambda: Q.Stability([], {}))
     parameters: dict[str, str] = field(default_factory=dict)   # as given, for the run log
+    fitted_on: int = 0                   # customers the model was fitted on (fit_sample); 0 when scoring
 
     @property
     def centres_scaled(self) -> list[list[float]]:
         """KMeans centres in the standardised model space (z-units of the transformed features)."""
-        return [list(map(float, c)) for c in self.model.stages[-1].clusterCenters()]
+        return self.model.centres
 
     def segment_stability(self) -> dict[str, float]:
         return {self.names[c][1]: round(j, 4) for c, j in self.stability.jaccard.items()}
@@ -168,75 +258,69 @@ def _labelled(predictions: DataFrame, names: dict[int, tuple[int, str]]) -> Data
             .join(F.broadcast(lookup), "cluster").select("customer_key", "cluster", "segment", "segment_name"))
 
 
-def _silhouette(predictions: DataFrame) -> float:
-    return float(ClusteringEvaluator(featuresCol="features", predictionCol="cluster").evaluate(predictions))
-
-
-def measure_stability(scaled: DataFrame, total: int, chosen, k: int, seed: int, n_init: int, runs: int,
-                      log=print) -> Q.Stability:
-    """Refit the same procedure (best of n_init seeds) on *runs* seeded half-samples (at most
-    SWEEP_SAMPLE rows each) of the *total* rows of *scaled* and compare each refit's clusters with
-    the chosen model's on those rows."""
-    tables = []
-    for r in range(1, runs + 1):
-        size = min(SWEEP_SAMPLE, max(k, total // 2))
-        sub = Q.deterministic_sample(scaled, size, seed + 1000 * r, total=total).cache()
-        seeds = list(range(seed + 1000 * r, seed + 1000 * r + n_init))
-        refit = best_of(sub, k, seeds)[0][2].setPredictionCol("refit")
-        labelled = refit.transform(chosen.transform(sub))
-        tables.append(Q.contingency(labelled, "cluster", "refit", list(range(k)), list(range(k))))
-        sub.unpersist()
-    result = Q.stability(tables, list(range(k)))
-    if runs:
-        log(f"stability: {runs} refit(s) on half-samples, mean ARI {result.mean_ari:.3f}")
-    return result
-
-
 def _too_few(k, least: int, customers: int) -> str:
     return (f"input table {TB.KPI_CUSTOMER_VALUE} has {customers:,} customer(s) with features, fewer than the "
             f"{least} segments k={k} asks for; lower k or check the input")
 
 
-def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "log1p", n_init: int = 4,
-                 k_range=DEFAULT_K_RANGE, stability_runs: int = 3, log=print) -> ClusterResult:
-    """Fit the pipeline (k fixed or ``auto``), keep the best of n_init KMeans seeds, name the clusters."""
+def driver_sample(features_df: DataFrame, size: int, seed: int, customers: int) -> np.ndarray:
+    """At most about *size* customers' features (a seeded hash sample, ordered by key so the fit does not
+    depend on partitioning), as a rows x FEATURES array on the driver."""
+    sample = Q.deterministic_sample(features_df, size, seed, total=customers)
+    pdf = sample.select("customer_key", *FEATURES).orderBy("customer_key").toPandas()
+    return pdf[FEATURES].to_numpy(dtype="float64")
+
+
+def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "log1p", n_init: int = 3,
+                 k_range=DEFAULT_K_RANGE, stability_runs: int = 2, fit_sample: int = FIT_SAMPLE,
+                 log=print) -> ClusterResult:
+    """Fit on a seeded sample (k fixed or ``auto``, best of n_init KMeans seeds), then assign and name
+    every customer in Spark."""
     k_param, k = str(k), parse_k(k)
-    seed, n_init = int(seed), int(n_init)
+    seed, n_init, fit_sample = int(seed), int(n_init), parse_fit_sample(fit_sample)
     if n_init < 1:
         raise ParameterError(f"n_init must be a whole number >= 1, got {n_init!r}")
     k_range = parse_k_range(k_range)
+    if transform not in TRANSFORMS:
+        raise ParameterError(f"feature_transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
     customers = features_df.count()
     least = k_range[0] if k == "auto" else k
     if customers < least:
         raise InputContractError(_too_few(k, least, customers))
-    prep = prepare(features_df, transform)
-    scaled = prep.transform(features_df).select("customer_key", "features").cache()
+    raw = driver_sample(features_df, fit_sample, seed, customers)
+    if len(raw) < customers:
+        log(f"fitting on a seeded sample of {len(raw):,} of {customers:,} customers (fit_sample={fit_sample:,}); "
+            f"then every customer is assigned")
+    spec = fit_transform(raw, transform)
+    x = spec.standardise(raw)
     sweep = []
     if k == "auto":
-        sample = Q.deterministic_sample(scaled, SWEEP_SAMPLE, seed, total=customers).cache()
-        log(f"k=auto: sweeping k={k_range[0]}..{k_range[1]} on {sample.count():,} sampled customers")
-        sweep = sweep_k(sample, k_range, seed, n_init, log=log)
-        sample.unpersist()
+        log(f"k=auto: sweeping k={k_range[0]}..{k_range[1]} on {len(x):,} customers")
+        sweep = sweep_k(x, k_range, seed, n_init, log=log)
         k = Q.choose_k({r["k"]: r["silhouette"] for r in sweep})
         log(f"k=auto chose k={k} (the fewest segments within {Q.SILHOUETTE_TOLERANCE} silhouette of the best)")
-        if customers < k:
-            raise InputContractError(_too_few(k, k, customers))
-    _, best_seed, best = best_of(scaled, k, list(range(seed, seed + n_init)))[0]
-    predictions = best.transform(scaled).cache()
-    silhouette = _silhouette(predictions)
-    stability = measure_stability(scaled, customers, best, k, seed, n_init, stability_runs, log=log)
-    model = PipelineModel(stages=[*prep.stages, best.setPredictionCol("cluster")])
-    _KEEP.append(model)
-    names = name_clusters(features_df, predictions.select("customer_key", "cluster"))
+    if len(x) < k:
+        raise InputContractError(_too_few(k, k, len(x)))
+    _, best_seed, best = best_of(x, k, list(range(seed, seed + n_init)))[0]
+    spec.centres = [[float(v) for v in centre] for centre in best.cluster_centers_]
+    score = silhouette(x, best.labels_, seed)
+    stability = measure_stability(x, best.labels_, k, seed, n_init, stability_runs, log=log)
+    # Every customer is assigned in Spark, cached for the naming pass and the write that follows.
+    predictions = spec.pipeline().transform(features_df).select("customer_key", "cluster", *FEATURES).cache()
+    names = name_clusters(predictions)
     assignments = _labelled(predictions, names)
-    scaled.unpersist()
-    return ClusterResult(model, names, assignments, silhouette, k, best_seed, transform, customers, "fit", k_param,
-                         sweep, stability)
+    return ClusterResult(spec, names, assignments, score, k, best_seed, transform, customers, "fit", k_param,
+                         sweep, stability, fitted_on=len(x))
 
 
-# The saved model: the fitted pipeline and the names of its clusters, side by side.
+# The saved model: the pipeline (plain Spark ML, loadable without seglib), the model as JSON (what
+# seglib scores with) and the names of its clusters (readable; a user may rename them).
 def _pipeline_path(model_path: str) -> str:
     return f"{model_path.rstrip('/')}/pipeline"
+
+
+def _spec_path(model_path: str) -> str:
+    return f"{model_path.rstrip('/')}/model"
 
 
 def _names_path(model_path: str) -> str:
@@ -248,57 +332,63 @@ def save_model(result: ClusterResult, model_path: str) -> None:
     if model_path.startswith("/Volumes/"):  # a Unity Catalog volume must exist before files go in
         catalog_, schema_, volume = model_path.split("/")[2:5]
         spark.sql(f"CREATE VOLUME IF NOT EXISTS {TB.qualified(volume, schema_, catalog_)}")
-    result.model.write().overwrite().save(_pipeline_path(model_path))
+    result.model.pipeline().write().overwrite().save(_pipeline_path(model_path))
+    spec = json.dumps({**asdict(result.model), "seed": result.seed, "fitted_on": result.fitted_on})
+    spark.createDataFrame([(spec,)], "value string").coalesce(1).write.mode("overwrite").text(_spec_path(model_path))
     names = spark.createDataFrame([(c, s, n, result.transform) for c, (s, n) in sorted(result.names.items())],
                                   "cluster int, segment int, segment_name string, feature_transform string")
-    names.coalesce(1).write.mode("overwrite").json(_names_path(model_path))  # readable; a user may rename
+    names.coalesce(1).write.mode("overwrite").json(_names_path(model_path))
 
 
-def load_model(spark: SparkSession, model_path: str) -> tuple[PipelineModel, dict[int, tuple[int, str]], str]:
-    """The pipeline and cluster names a fit run saved at *model_path*."""
+def load_model(spark: SparkSession, model_path: str) -> tuple[SegmentModel, dict[int, tuple[int, str]], int]:
+    """The model, the cluster names and the seed of the fit a fit run saved at *model_path*."""
     try:
-        model = PipelineModel.load(_pipeline_path(model_path))
+        spec = json.loads(spark.read.text(_spec_path(model_path)).first()["value"])
         rows = spark.read.schema("cluster int, segment int, segment_name string, feature_transform string") \
             .json(_names_path(model_path)).collect()
     except Exception as e:  # noqa: BLE001 - any failure to read means there is no usable model
         raise InputContractError(
-            f"mode=score needs the model a fit run saved at {model_path} (pipeline/ and segments/); "
+            f"mode=score needs the model a fit run saved at {model_path} (model/ and segments/); "
             f"it could not be read ({type(e).__name__}). Run once with mode=fit first.") from None
+    seed = int(spec.pop("seed", 0))
+    spec.pop("fitted_on", None)
+    model = SegmentModel(**{**spec, "bounds": {c: tuple(b) for c, b in spec["bounds"].items()}})
     names = {r["cluster"]: (r["segment"], r["segment_name"]) for r in rows}
-    k = len(model.stages[-1].clusterCenters())
+    k = len(model.centres)
     if sorted(names) != list(range(k)):
         raise InputContractError(f"the model at {model_path} has {k} clusters but names for {sorted(names)}; "
                                  f"refit with mode=fit")
-    return model, names, rows[0]["feature_transform"]
+    return model, names, seed
 
 
 def score_segments(features_df: DataFrame, model_path: str) -> ClusterResult:
     """Assign segments with the saved model: no refit, so ids and names stay those of the fit."""
     spark = features_df.sparkSession
-    model, names, transform = load_model(spark, model_path)
-    _KEEP.extend((model, *model.stages))
-    predictions = model.transform(features_df).cache()
+    model, names, seed = load_model(spark, model_path)
+    inputs = [model_column(c) for c in FEATURES]
+    predictions = model.pipeline().transform(features_df).select("customer_key", "cluster", *inputs).cache()
     customers = predictions.count()
-    silhouette = _silhouette(predictions) if customers > len(names) else float("nan")
-    kmeans = model.stages[-1]
-    return ClusterResult(model, names, _labelled(predictions, names), silhouette, len(names), kmeans.getSeed(),
-                         transform, customers, "score", str(len(names)))
+    sample = Q.deterministic_sample(predictions, SILHOUETTE_SAMPLE, seed, total=customers) \
+        .orderBy("customer_key").toPandas()
+    score = silhouette(sample[inputs].to_numpy(dtype="float64"), sample["cluster"].to_numpy(), seed)
+    return ClusterResult(model, names, _labelled(predictions, names), score, len(names), seed,
+                         model.transform, customers, "score", str(len(names)))
 
 
 def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5, seed: int = 42,
-            transform: str = "log1p", n_init: int = 4, k_range=DEFAULT_K_RANGE, stability_runs: int = 3,
-            log=print) -> ClusterResult:
+            transform: str = "log1p", n_init: int = 3, k_range=DEFAULT_K_RANGE, stability_runs: int = 2,
+            fit_sample: int = FIT_SAMPLE, log=print) -> ClusterResult:
     """The cluster stage: ``fit`` refits (and saves the model), ``score`` applies the saved one."""
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     k_range = parse_k_range(k_range)
     parameters = {"mode": mode, "k": str(k), "k_range": "%d-%d" % k_range,
                   "seed": str(seed), "feature_transform": transform, "n_init": str(n_init),
-                  "stability_runs": str(stability_runs), "model_path": model_path}
+                  "stability_runs": str(stability_runs), "fit_sample": str(fit_sample), "model_path": model_path}
     if mode == "score":
         result = score_segments(features_df, model_path)
     else:
-        result = fit_segments(features_df, k, seed, transform, n_init, k_range, stability_runs, log=log)
+        result = fit_segments(features_df, k, seed, transform, n_init, k_range, stability_runs, fit_sample, log=log)
         if model_path:
             save_model(result, model_path)
     result.parameters = parameters

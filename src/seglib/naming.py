@@ -80,18 +80,27 @@ def _naming_scale(c: str):
     return F.log1p(F.col(c)) if c in LOG_SCALE else F.col(c)
 
 
-def cluster_zscores(features_df: DataFrame, assignments: DataFrame, by: str = "cluster") -> dict[int, dict[str, float]]:
-    """Per cluster (column *by* of *assignments*): each feature's mean relative to the population,
-    in population standard deviations, on the naming scale. One aggregation; k rows collected."""
-    scaled = features_df.join(assignments.select("customer_key", by), "customer_key").select(
-        by, *[_naming_scale(c).alias(c) for c in FEATURES])
-    pop = scaled.agg(*[F.avg(c).alias(f"m_{c}") for c in FEATURES],
-                     *[F.stddev_pop(c).alias(f"s_{c}") for c in FEATURES]).first()
-    rows = scaled.groupBy(by).agg(*[F.avg(c).alias(c) for c in FEATURES]).collect()
-    return {r[by]: {c: ((r[c] - pop[f"m_{c}"]) / pop[f"s_{c}"]) if pop[f"s_{c}"] else 0.0 for c in FEATURES}
-            for r in rows}
+def cluster_zscores(features_df: DataFrame, assignments: DataFrame | None = None,
+                    by: str = "cluster") -> dict[int, dict[str, float]]:
+    """Per cluster (column *by* of *assignments*, or of *features_df* itself when it carries it): each
+    feature's mean relative to the population, in population standard deviations, on the naming scale.
+    One aggregation (count, sum, sum of squares per cluster); k rows collected."""
+    df = features_df if assignments is None else features_df.join(assignments.select("customer_key", by),
+                                                                    "customer_key")
+    scaled = df.select(by, *[_naming_scale(c).alias(c) for c in FEATURES])
+    rows = scaled.groupBy(by).agg(F.count("*").alias("_n"), *[F.sum(c).alias(f"s_{c}") for c in FEATURES],
+                                  *[F.sum(F.col(c) * F.col(c)).alias(f"q_{c}") for c in FEATURES]).collect()
+    n = sum(r["_n"] for r in rows)
+    out: dict[int, dict[str, float]] = {r[by]: {} for r in rows}
+    for c in FEATURES:
+        mean = sum(r[f"s_{c}"] for r in rows) / n
+        std = max(sum(r[f"q_{c}"] for r in rows) / n - mean * mean, 0.0) ** 0.5
+        for r in rows:
+            out[r[by]][c] = (r[f"s_{c}"] / r["_n"] - mean) / std if std > 1e-12 * max(1.0, abs(mean)) else 0.0
+    return out
 
 
-def name_clusters(features_df: DataFrame, assignments: DataFrame) -> dict[int, tuple[int, str]]:
-    """cluster -> (segment id, segment name) from the clusters' profiles."""
+def name_clusters(features_df: DataFrame, assignments: DataFrame | None = None) -> dict[int, tuple[int, str]]:
+    """cluster -> (segment id, segment name) from the clusters' profiles (*assignments* None: the
+    ``cluster`` column of *features_df*)."""
     return assign_names(cluster_zscores(features_df, assignments))
