@@ -179,11 +179,13 @@ def best_of(x: np.ndarray, k: int, seeds: list[int]):
 def silhouette(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
     """Mean silhouette with squared Euclidean distance (the definition of Spark's ClusteringEvaluator,
     which the lab's 0.3 bar refers to), on at most SILHOUETTE_SAMPLE seeded rows."""
+    from sklearn import config_context
     from sklearn.metrics import silhouette_score
     if not 2 <= len(set(labels.tolist())) < len(x):
         return float("nan")
     size = SILHOUETTE_SAMPLE if len(x) > SILHOUETTE_SAMPLE else None
-    return float(silhouette_score(x, labels, metric="sqeuclidean", sample_size=size, random_state=seed))
+    with config_context(working_memory=64):  # MB per chunk of the distance matrix (the default is 1 GB)
+        return float(silhouette_score(x, labels, metric="sqeuclidean", sample_size=size, random_state=seed))
 
 
 def sweep_k(x: np.ndarray, k_range: tuple[int, int], seed: int, n_init: int, log=print) -> list[dict]:

@@ -122,7 +122,7 @@ PARAMS: dict[str, Param] = {
     "k_range": Param(_k_range, "the k values k=auto tries, e.g. 3-8"),
     "n_init": Param(_int("n_init", 1), "KMeans restarts; the lowest-cost fit wins"),
     "stability_runs": Param(_int("stability_runs", 0), "refits on half-samples to measure stability; 0 = skip"),
-    "fit_sample": Param(_fit_sample, "customers the model is fitted on (a seeded sample); 0 = all"),
+    "fit_sample": Param(_fit_sample, "customers the model is fitted on (a seeded sample), 1000-2000000"),
     "run_id": Param(_pattern("run_id", r"[A-Za-z0-9_.:-]+"), "this run's id; empty = generated"),
     "seed": Param(_int("seed", 0), "random seed"),
     "feature_transform": Param(_choice("feature_transform", _transforms), "log1p or none"),
