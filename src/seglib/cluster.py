@@ -201,12 +201,6 @@ def sweep_k(x: np.ndarray, k_range: tuple[int, int], seed: int, n_init: int, log
     return rows
 
 
-def _table(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
-    table = np.zeros((k, k))
-    np.add.at(table, (a, b), 1)
-    return table
-
-
 def measure_stability(x: np.ndarray, labels: np.ndarray, k: int, seed: int, n_init: int, runs: int,
                       log=print) -> Q.Stability:
     """Refit the same procedure (best of n_init seeds) on *runs* seeded half-samples of *x* (the rows the
@@ -215,7 +209,7 @@ def measure_stability(x: np.ndarray, labels: np.ndarray, k: int, seed: int, n_in
     for r in range(1, runs + 1):
         rows = np.sort(np.random.default_rng(seed + 1000 * r).choice(len(x), max(k, len(x) // 2), replace=False))
         refit = best_of(x[rows], k, list(range(seed + 1000 * r, seed + 1000 * r + n_init)))[0][2]
-        tables.append(_table(labels[rows], refit.labels_, k))
+        tables.append(Q.contingency(labels[rows], refit.labels_, k))
     result = Q.stability(tables, list(range(k)))
     if runs:
         log(f"stability: {runs} refit(s) on half-samples, mean ARI {result.mean_ari:.3f}")
@@ -283,8 +277,6 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     if n_init < 1:
         raise ParameterError(f"n_init must be a whole number >= 1, got {n_init!r}")
     k_range = parse_k_range(k_range)
-    if transform not in TRANSFORMS:
-        raise ParameterError(f"feature_transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
     customers = features_df.count()
     least = k_range[0] if k == "auto" else k
     if customers < least:

@@ -1,7 +1,7 @@
 """How much to trust a segmentation: agreement between fits, per-segment stability, and choosing k.
 
-Everything is computed from contingency tables (k x k counts, aggregated in Spark), so no customer
-rows reach the driver whatever the size of the data.
+Everything is computed from contingency tables (k x k counts) of the labels on the fit sample, which
+is bounded by fit_sample whatever the size of the data.
 """
 from __future__ import annotations
 
@@ -46,13 +46,10 @@ def best_match_jaccard(table: np.ndarray) -> np.ndarray:
     return jaccard.max(axis=1)
 
 
-def contingency(df: DataFrame, a: str, b: str, a_labels: list[int], b_labels: list[int] | None = None) -> np.ndarray:
-    """Counts of (a, b) label pairs in *df*, as a len(a_labels) x len(b_labels) array."""
-    b_labels = a_labels if b_labels is None else b_labels
-    table = np.zeros((len(a_labels), len(b_labels)))
-    ia, ib = {v: i for i, v in enumerate(a_labels)}, {v: i for i, v in enumerate(b_labels)}
-    for row in df.groupBy(a, b).count().collect():  # at most k*k rows
-        table[ia[row[a]], ib[row[b]]] += row["count"]
+def contingency(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """Counts of (a, b) label pairs of the same items, labels 0..k-1, as a k x k array."""
+    table = np.zeros((k, k))
+    np.add.at(table, (a, b), 1)
     return table
 
 
