@@ -26,6 +26,10 @@ KPI_CUSTOMER_VALUE = "kpi_customer_value"
 # Tests only: the archetype each demo member was drawn from. No pipeline code reads it.
 FIXTURE_TRUTH = "fixture_truth"
 
+# Retail recipe input (a transactions table; the customers table is optional)
+RETAIL_TRANSACTIONS = "retail_transactions"
+RETAIL_CUSTOMERS = "retail_customers"
+
 # Handover between notebooks (one process each, on Databricks and under papermill)
 SEG_FEATURES = "seg_features"
 SEG_ASSIGNMENTS = "seg_assignments"
@@ -96,7 +100,37 @@ INPUT_SCHEMAS: dict[str, T.StructType] = {
     ]),
 }
 
-GOLD_INPUTS = (DIM_CUSTOMERS, FACT_FLIGHTS, FACT_TRANSACTIONS, KPI_CUSTOMER_VALUE)
+RETAIL_SCHEMAS: dict[str, T.StructType] = {
+    # One row per invoice line. Cancellations: invoice_id starting with "C" and/or a negative quantity;
+    # they net against revenue. unit_price is what was paid per unit (after any discount).
+    RETAIL_TRANSACTIONS: T.StructType([
+        T.StructField("invoice_id", T.StringType()),
+        T.StructField("customer_id", T.LongType()),
+        T.StructField("invoice_ts", T.TimestampType()),
+        T.StructField("product_id", T.StringType()),
+        T.StructField("category", T.StringType()),
+        T.StructField("quantity", T.IntegerType()),
+        T.StructField("unit_price", T.DoubleType()),
+        T.StructField("discount", T.DoubleType()),     # share of the list price taken off, 0..1
+        T.StructField("country", T.StringType()),
+        T.StructField("channel", T.StringType()),
+    ]),
+    RETAIL_CUSTOMERS: T.StructType([
+        T.StructField("customer_id", T.LongType()),
+        T.StructField("gender", T.StringType()),
+        T.StructField("age", T.IntegerType()),
+        T.StructField("city", T.StringType()),
+        T.StructField("country", T.StringType()),
+        T.StructField("signup_date", T.DateType()),
+    ]),
+}
+# Columns a retail transactions table may lack (and the customers table as a whole): filled with nulls.
+RETAIL_OPTIONAL = {RETAIL_TRANSACTIONS: ("product_id", "category", "discount", "country", "channel")}
+INPUT_SCHEMAS.update(RETAIL_SCHEMAS)
+
+GOLD_INPUTS = (DIM_CUSTOMERS, FACT_FLIGHTS, FACT_TRANSACTIONS, KPI_CUSTOMER_VALUE)  # the airline recipe's
+RETAIL_INPUTS = (RETAIL_TRANSACTIONS, RETAIL_CUSTOMERS)
+INPUT_TABLES = GOLD_INPUTS + RETAIL_INPUTS  # read from source_path when one is set
 
 # gold_customer_segments_ml = every kpi_customer_value column, then these
 GOLD_SEGMENT_COLUMNS = ["segment", "segment_name", "run_id"]
@@ -145,7 +179,7 @@ def use_paths(source_path: str = "", target_path: str = "") -> None:
 
 def table_path(table: str) -> str | None:
     """The Delta folder of *table* when it lives at a path, None when it is a catalog table."""
-    base = _paths["source"] if table in GOLD_INPUTS else _paths["target"]
+    base = _paths["source"] if table in INPUT_TABLES else _paths["target"]
     return f"{base}/{check_identifier(table, 'table')}" if base else None
 
 
