@@ -137,6 +137,15 @@ GOLD_SEGMENT_COLUMNS = ["segment", "segment_name", "run_id"]
 GOLD_SUMMARY_COLUMNS = ["segment", "segment_name", "customer_count", "avg_flights", "avg_points", "avg_revenue",
                         "run_id"]
 
+# The retail recipe: gold_customer_segments_ml is one row per customer with these columns (the customer
+# attributes only when retail_customers exists), then GOLD_SEGMENT_COLUMNS; the summary has one row per
+# cluster (grouping "cluster") and one per RFM segment (grouping "rfm_segment").
+RETAIL_RFM_COLUMNS = ["customer_id", "recency_days", "frequency", "monetary", "first_purchase", "last_purchase",
+                      "r_score", "f_score", "m_score", "rfm_segment"]
+RETAIL_ATTRIBUTE_COLUMNS = ["gender", "age", "city", "country"]
+RETAIL_SUMMARY_COLUMNS = ["grouping", "segment", "segment_name", "customer_count", "avg_recency_days",
+                          "avg_frequency", "avg_monetary", "total_revenue", "run_id"]
+
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]+$")
 
 
