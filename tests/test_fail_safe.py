@@ -213,19 +213,18 @@ def test_a_second_run_on_the_same_schema_stops_at_once(lake):
 
 
 def test_failure_between_the_two_gold_tables_changes_nothing(lake):
-    """Staged: the first output is written (to its staging table), the run dies before the second."""
+    """Every output computed and validated, the run dies before the first gold write."""
     before = lake.gold()
-    proc, _ = lake.run("--from", "write", env={"SEGLIB_FAULT": f"staged:{TB.GOLD_SEGMENTS}"})
-    assert_failed_safely(lake, before, proc, "05_write failed",
-                         f"InjectedFault: failure injected at staged:{TB.GOLD_SEGMENTS}")
+    proc, _ = lake.run("--from", "write", env={"SEGLIB_FAULT": "validated"})
+    assert_failed_safely(lake, before, proc, "05_write failed", "InjectedFault: failure injected at validated")
 
 
 def test_failure_while_publishing_restores_the_previous_tables(spark, lake):
-    """The swap: gold_customer_segments_ml replaced, then the run dies before the summary. It is restored
+    """The publish: gold_customer_segments_ml replaced, then the run dies before the summary. It is restored
     (same rows, two more versions in its history), so both tables still come from one run."""
     before = lake.gold()
-    proc, _ = lake.run("--from", "write", env={"SEGLIB_FAULT": f"swap:{TB.GOLD_SEGMENTS}"})
-    assert proc.returncode == 1 and f"failure injected at swap:{TB.GOLD_SEGMENTS}" in proc.stderr, proc.stderr
+    proc, _ = lake.run("--from", "write", env={"SEGLIB_FAULT": f"publish:{TB.GOLD_SEGMENTS}"})
+    assert proc.returncode == 1 and f"failure injected at publish:{TB.GOLD_SEGMENTS}" in proc.stderr, proc.stderr
     after = lake.gold()
     for t in GOLD:
         assert after[t][2] == before[t][2], f"{t} rows changed"

@@ -1,5 +1,5 @@
-"""Stage 5: the gold tables and the migration since the previous run, staged and validated, then
-published together with one row in the run log (publish.py)."""
+"""Stage 5: the gold tables and the migration since the previous run, validated before anything is
+written, then published together with one row in the run log (publish.py)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from . import publish as P
 from . import tables as TB
-from .errors import ConcurrentRunError, ValidationError
+from .errors import ValidationError
 from .migration import segment_migration
 from .tables import save_table
 
@@ -69,39 +69,40 @@ def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame) ->
     return {"customers": s["rows"], "unsegmented": s["unsegmented"], "summary_total": summary_total}
 
 
-# Published together (publish.swap): each carries the run id; the run log row is appended last.
+# Published together (publish.publish): each carries the run id; the run log row is appended last.
 PUBLISHED = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION]
 
 
 def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, schema: str,
                   catalog: str | None = None, run_id: str = "", log=print) -> dict:
-    """Stage and validate the gold tables and the migration since the previous version, then publish
+    """Compute and validate the gold tables and the migration since the previous version, then publish
     them together with the run log row (publish.py). Returns the checks, the run id, the output tables'
     Delta versions and the run log row."""
     run_id = run_id or new_run_id()
-    before = P.versions(spark, PUBLISHED, schema, catalog)
-    previous = before[TB.GOLD_SEGMENTS]
+    previous = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
     segments, summary = build_outputs(kpi, assignments, run_id)
-    log(f"run {run_id}: staging")
-    P.stage(spark, {TB.GOLD_SEGMENTS: segments, TB.GOLD_SUMMARY: summary}, run_id, schema, catalog, log=log)
-    staged = {t: TB.read_table(spark, P.staged_name(t), schema, catalog) for t in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY)}
-    checks = validate_outputs(kpi, staged[TB.GOLD_SEGMENTS], staged[TB.GOLD_SUMMARY])
-    # The swap makes gold_customer_segments_ml's next version; a moved version fails the swap instead.
-    next_version = 0 if previous is None else previous + 1
-    old = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
-    migration = segment_migration(old, staged[TB.GOLD_SEGMENTS], run_id, previous, next_version)
-    P.stage(spark, {TB.GOLD_MIGRATION: migration}, run_id, schema, catalog, log=log)
-    written = {**checks, "run_id": run_id, "previous_version": previous}
+    # Cached: validated, compared with the previous version and written from the same computed rows.
+    segments, summary = segments.cache(), summary.cache()
+    try:
+        log(f"run {run_id}: validating")
+        checks = validate_outputs(kpi, segments, summary)
+        next_version = 0 if previous is None else previous + 1
+        old = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
+        migration = segment_migration(old, segments, run_id, previous, next_version).cache()
+        migration.count()  # computed before publishing starts, so the publish itself only writes
+        P.checkpoint("validated")
+        written = {**checks, "run_id": run_id, "previous_version": previous}
 
-    def log_this_run(after: dict[str, int]) -> None:
-        if after[TB.GOLD_SEGMENTS] != next_version:
-            raise ConcurrentRunError(f"{TB.GOLD_SEGMENTS} is at version {after[TB.GOLD_SEGMENTS]}, expected "
-                                     f"{next_version}: another run wrote it during this run's publish")
-        written["output_versions"] = after
-        written["run_log"] = log_run(spark, written, schema, catalog)
+        def log_this_run(after: dict[str, int]) -> None:
+            written["output_versions"] = after
+            written["run_log"] = log_run(spark, written, schema, catalog)
 
-    log(f"run {run_id}: publishing")
-    P.swap(spark, PUBLISHED, before, schema, catalog, then=log_this_run, log=log)
+        log(f"run {run_id}: publishing")
+        P.publish(spark, {TB.GOLD_SEGMENTS: segments, TB.GOLD_SUMMARY: summary, TB.GOLD_MIGRATION: migration},
+                  schema, catalog, guard=(TB.GOLD_SEGMENTS, previous), then=log_this_run, log=log)
+    finally:
+        for df in (segments, summary):
+            df.unpersist()
     return written
 
 
