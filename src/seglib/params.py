@@ -39,6 +39,21 @@ def _int(name: str, minimum: int) -> Callable[[Any], int]:
     return parse
 
 
+def _number(name: str, low: float, high: float | None = None) -> Callable[[Any], float]:
+    """A number strictly above *low* (and strictly below *high* when given): shares such as a margin."""
+    what = f"a number strictly between {low:g} and {high:g}" if high is not None else f"a number > {low:g}"
+
+    def parse(value) -> float:
+        try:
+            number = float(_text(value))
+        except ValueError:
+            raise ParameterError(f"{name} must be {what}, got {value!r}") from None
+        if not low < number < (float("inf") if high is None else high):  # also rejects nan and inf
+            raise ParameterError(f"{name} must be {what}, got {value!r}")
+        return number
+    return parse
+
+
 def _choice(name: str, options_of: Callable[[], tuple[str, ...]]) -> Callable[[Any], str]:
     def parse(value) -> str:
         text, options = _text(value), options_of()
@@ -127,6 +142,11 @@ PARAMS: dict[str, Param] = {
     "seed": Param(_int("seed", 0), "random seed"),
     "feature_transform": Param(_choice("feature_transform", _transforms), "log1p or none"),
     "model_path": Param(_text, "where the fitted model goes; empty = seglib's default"),
+    # 06_insights: the CLV and ROI assumptions (seglib.insights states the formula)
+    "gross_margin": Param(_number("gross_margin", 0, 1), "share of revenue kept as gross profit, in (0, 1)"),
+    "retention_rate": Param(_number("retention_rate", 0, 1),
+                            "yearly probability a customer stays, in (0, 1); expected lifetime 1/(1 - r) years"),
+    "observation_years": Param(_number("observation_years", 0), "years the gold revenue and purchase counts cover"),
     "customers": Param(_int("customers", 1), "demo members to generate"),
     "source_path": Param(_path("source_path"), "folder of the Gold input Delta tables; empty = catalog tables"),
     "target_path": Param(_path("target_path"), "folder seglib writes its Delta tables to; empty = catalog tables"),

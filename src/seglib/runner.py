@@ -119,8 +119,25 @@ def job_params(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse:
 def run_job(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse: str, output_dir: Path,
             log=print, start_at: str | None = None) -> RunResult:
     """Run one job of the bundle locally: its notebook tasks in dependency order, with its parameters."""
-    return run_notebooks(job_notebooks(bundle, job, start_at), job_params(bundle, job, overrides, lakehouse),
-                         output_dir, log=log)
+    result = run_notebooks(job_notebooks(bundle, job, start_at), job_params(bundle, job, overrides, lakehouse),
+                           output_dir, log=log)
+    if job == SEGMENTATION_JOB:
+        write_run_report(result, log=log)
+    return result
+
+
+# report.html: the executed insights notebook as a page that opens offline, beside the notebooks.
+INSIGHTS = "06_insights"
+
+
+def write_run_report(result: RunResult, log=print) -> Path | None:
+    """report.html in the run folder when the insights notebook ran (and so succeeded); else None."""
+    if INSIGHTS not in result.timings:
+        return None
+    from .report import write_report
+    path = write_report(result.run_dir / f"{INSIGHTS}.ipynb", result.run_dir / "report.html")
+    log(f"report: {path}")
+    return path
 
 
 # Databricks dynamic value references in job parameters, and their local meaning.

@@ -1,0 +1,456 @@
+"""Business insights on gold_customer_segments_ml, for both recipes: who is in each segment, where the
+revenue is, what a customer is worth (CLV) and what a campaign per segment would return (ROI).
+
+Every aggregation runs in Spark; only per-segment results (a few rows each) come to pandas, so a gold
+table of 10M customers costs five aggregation passes, never a collect of customers. ``insights`` is the
+one call the 06_insights notebook makes; the functions below it are what it is built from.
+
+CLV (per customer, then averaged per segment)::
+
+    CLV = average order value x purchases per year x gross margin x expected lifetime
+    average order value  = max(revenue, 0) / purchases          (0 when no purchase)
+    purchases per year   = purchases / observation_years        (the same window for every customer)
+    expected lifetime    = 1 / (1 - retention_rate) years       (geometric retention: a customer stays
+                                                                  another year with probability r)
+
+Purchases per year divide by one window for everyone, never by a customer's own tenure: with tenure, a
+customer who bought once last week has a tiny tenure and so a huge "frequency", which ranked one-time
+buyers above Champions in the Databricks accelerator. Here, for the same order value, CLV grows with the
+number of purchases, so a one-purchase customer never outranks a Champion.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from .errors import InputContractError, ParameterError
+
+RECIPES = ("airline", "retail")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    customer: str
+    revenue: str
+    orders: str      # purchases: transactions (airline) or distinct invoices (retail)
+    recency: str     # days since the last flight / purchase
+    extra: tuple[str, ...]
+
+
+COLUMNS = {
+    "airline": _Columns("customer_key", "total_spent", "transaction_count", "days_since_last_flight",
+                        ("total_flights", "total_loyalty_points", "loyalty_tier", "customer_status")),
+    "retail": _Columns("customer_id", "monetary", "frequency", "recency_days",
+                       ("r_score", "f_score", "m_score", "rfm_segment")),
+}
+RFM_ORDER = ["Champions", "Loyal", "Regular", "New Customers", "At Risk", "Churned"]
+
+# Defaults of the notebook's and the job's parameters (params.PARAMS checks them).
+GROSS_MARGIN = 0.3       # share of revenue kept as gross profit
+RETENTION_RATE = 0.6     # yearly probability a customer stays: expected lifetime 2.5 years
+OBSERVATION_YEARS = 2.0  # the years gold revenue and purchase counts cover (the lab's and Online Retail II's two)
+TOP_SHARE = 0.2          # "top 20% of customers" in the revenue concentration
+
+
+# ---------------------------------------------------------------------------------------------------
+# ROI playbook: one action per segment name, for the names both recipes produce. Costs are per
+# customer contacted, in the revenue's currency; uplift is the share of the segment's yearly revenue
+# the action is assumed to add (0.05 = +5%). Assumptions to replace with the business's own numbers.
+
+@dataclass(frozen=True)
+class Action:
+    action: str
+    cost_per_customer: float
+    uplift: float
+
+    def __post_init__(self):
+        if not self.cost_per_customer > 0:
+            raise ParameterError(f"{self.action}: cost_per_customer must be > 0, got {self.cost_per_customer!r}")
+        if not self.uplift >= 0:
+            raise ParameterError(f"{self.action}: uplift must be >= 0, got {self.uplift!r}")
+
+
+PLAYBOOK: dict[str, Action] = {
+    # airline clusters (naming.SIGNATURES)
+    "Premium Elite Members": Action("VIP recognition: lounge passes, priority upgrades", 25.0, 0.05),
+    "Loyal Frequent Flyers": Action("Tier-upgrade challenge and co-branded card offer", 12.0, 0.08),
+    "Occasional Travelers": Action("Route and seasonal fare offers to add a trip", 5.0, 0.06),
+    "At-Risk Customers": Action("Win-back: bonus miles on the next flight", 10.0, 0.12),
+    "New Joiners": Action("Onboarding journey: first-flight bonus points", 6.0, 0.15),
+    # retail clusters (recipes.RETAIL signatures)
+    "Top Spenders": Action("VIP early access and referral rewards", 15.0, 0.05),
+    "Steady Buyers": Action("Loyalty points multiplier and cross-sell", 8.0, 0.08),
+    "Recent First-Timers": Action("Welcome series and second-purchase coupon", 5.0, 0.15),
+    "Fading Customers": Action("Win-back discount before they lapse", 10.0, 0.12),
+    "Lapsed One-Timers": Action("Low-cost reactivation e-mail", 2.0, 0.03),
+    # retail RFM rules (rfm.py)
+    "Champions": Action("VIP early access and referral rewards", 15.0, 0.05),
+    "Loyal": Action("Loyalty points multiplier and cross-sell", 8.0, 0.08),
+    "Regular": Action("Personalised recommendations to raise frequency", 4.0, 0.06),
+    "New Customers": Action("Welcome series and second-purchase coupon", 5.0, 0.15),
+    "At Risk": Action("Win-back discount before they lapse", 10.0, 0.12),
+    "Churned": Action("Low-cost reactivation e-mail", 2.0, 0.03),
+}
+# Segments with a name the playbook does not know still get a row, marked as this default.
+DEFAULT_ACTION = Action("Generic newsletter (default: no action defined for this segment name)", 2.0, 0.02)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[\s_-]+", " ", str(name)).strip().casefold()
+
+
+def match_action(name: str | None, playbook: dict[str, Action]) -> tuple[str | None, Action]:
+    """(the playbook key used, its action) for a segment name; (None, DEFAULT_ACTION) when unknown.
+
+    Case, spaces and hyphens do not matter; an extra cluster's qualifier (naming: "Occasional
+    Travelers (more flights)", "... #2") falls back to its base name, whose action applies."""
+    if name is None:
+        return None, DEFAULT_ACTION
+    by_normal = {_normal(k): k for k in playbook}
+    for candidate in (name, re.sub(r"\s*(\(.*\)|#\d+)\s*$", "", str(name))):
+        key = by_normal.get(_normal(candidate))
+        if key is not None:
+            return key, playbook[key]
+    return None, DEFAULT_ACTION
+
+
+# ---------------------------------------------------------------------------------------------------
+
+def check_assumptions(gross_margin: float, retention_rate: float, observation_years: float,
+                      top_share: float = TOP_SHARE) -> None:
+    for name, value in (("gross_margin", gross_margin), ("retention_rate", retention_rate),
+                        ("top_share", top_share)):
+        if not (isinstance(value, (int, float)) and 0 < value < 1):
+            raise ParameterError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+    if not (isinstance(observation_years, (int, float)) and observation_years > 0):
+        raise ParameterError(f"observation_years must be a number > 0, got {observation_years!r}")
+
+
+def expected_lifetime(retention_rate: float) -> float:
+    """Years a customer is expected to stay when each year they stay with probability r: 1 / (1 - r)."""
+    return 1.0 / (1.0 - retention_rate)
+
+
+def clv_formula(gross_margin: float, retention_rate: float, observation_years: float) -> str:
+    return (f"CLV = avg order value × purchases/year × gross margin {gross_margin:g} × expected lifetime "
+            f"{expected_lifetime(retention_rate):.2f} y (= 1/(1 − retention {retention_rate:g})); "
+            f"purchases/year = purchases / {observation_years:g} y observed")
+
+
+def _require(segments: DataFrame, recipe: str) -> _Columns:
+    if recipe not in COLUMNS:
+        raise ParameterError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    cols = COLUMNS[recipe]
+    needed = [cols.customer, cols.revenue, cols.orders, cols.recency, *cols.extra, "segment", "segment_name"]
+    missing = [c for c in needed if c not in segments.columns]
+    if missing:
+        raise InputContractError(f"gold_customer_segments_ml ({recipe} recipe) lacks column(s) {', '.join(missing)}; "
+                                 f"it has {', '.join(segments.columns)}")
+    return cols
+
+
+def customer_values(segments: DataFrame, recipe: str, gross_margin: float = GROSS_MARGIN,
+                    retention_rate: float = RETENTION_RATE,
+                    observation_years: float = OBSERVATION_YEARS) -> DataFrame:
+    """One row per customer: customer, segment, revenue, orders, recency, aov, purchases_per_year, clv, the
+    recipe's extra columns (lazy; nothing runs until an aggregation)."""
+    check_assumptions(gross_margin, retention_rate, observation_years)
+    cols = _require(segments, recipe)
+    revenue = F.coalesce(F.col(cols.revenue).cast("double"), F.lit(0.0))  # no purchase recorded = 0
+    orders = F.coalesce(F.col(cols.orders).cast("double"), F.lit(0.0))
+    df = segments.select(F.col(cols.customer).alias("customer"), "segment", "segment_name", revenue.alias("revenue"), orders.alias("orders"),
+                         F.col(cols.recency).cast("double").alias("recency"), *cols.extra,
+                         *(["run_id"] if "run_id" in segments.columns else []))
+    # A customer whose returns exceed their purchases is worth nothing, not a negative amount.
+    aov = F.when(F.col("orders") > 0, F.greatest(F.col("revenue"), F.lit(0.0)) / F.col("orders"))
+    per_year = F.col("orders") / F.lit(float(observation_years))
+    clv = aov * per_year * F.lit(float(gross_margin)) * F.lit(expected_lifetime(retention_rate))
+    return (df.withColumn("aov", aov).withColumn("purchases_per_year", per_year)
+            .withColumn("clv", F.coalesce(clv, F.lit(0.0))))
+
+
+def segment_metrics(values: DataFrame, recipe: str) -> pd.DataFrame:
+    """Per segment, in one Spark aggregation: customers, revenue, orders, averages and CLV (k rows)."""
+    extra = ([F.avg("total_flights").alias("avg_flights"), F.avg("total_loyalty_points").alias("avg_points")]
+             if recipe == "airline" else [])
+    run = ([F.min("run_id").alias("run_min"), F.max("run_id").alias("run_max")] if "run_id" in values.columns
+           else [F.lit(None).cast("string").alias("run_min"), F.lit(None).cast("string").alias("run_max")])
+    pdf = (values.groupBy("segment", "segment_name")
+           .agg(F.count(F.lit(1)).alias("customers"), F.sum("revenue").alias("revenue"),
+                F.sum("orders").alias("orders"), F.avg("orders").alias("avg_frequency"),
+                F.avg("recency").alias("avg_recency_days"), F.avg("clv").alias("avg_clv"),
+                F.sum("clv").alias("total_clv"), *extra, *run)
+           .orderBy(F.col("segment").asc_nulls_last(), "segment_name").toPandas())
+    if pdf.empty:
+        raise InputContractError("gold_customer_segments_ml has no customers: nothing to report on")
+    pdf["customers"] = pdf.customers.astype("int64")
+    return pdf
+
+
+def distribution(metrics: pd.DataFrame) -> pd.DataFrame:
+    out = metrics[["segment", "segment_name", "customers"]].copy()
+    out["share"] = out.customers / out.customers.sum()
+    return out
+
+
+def revenue_distribution(metrics: pd.DataFrame) -> pd.DataFrame:
+    out = metrics[["segment", "segment_name", "customers", "revenue"]].copy()
+    total = out.revenue.sum()
+    out["revenue_share"] = out.revenue / total if total else float("nan")
+    out["revenue_per_customer"] = out.revenue / out.customers
+    return out
+
+
+def revenue_concentration(values: DataFrame, metrics: pd.DataFrame, top_share: float = TOP_SHARE,
+                          accuracy: int = 100_000) -> dict:
+    """Share of revenue from the top segment and from the top *top_share* of customers.
+
+    The top customers are the n - ceil((1 - top_share) * n) with the highest revenue. Spark gives the
+    revenue cut at rank ceil((1 - top_share) * n) (percentile_approx: exact on small tables, within
+    n/accuracy ranks on large ones); the top group is everyone above the cut plus, for ties at the cut,
+    as many customers at the cut's revenue as fill it."""
+    n, total = int(metrics.customers.sum()), float(metrics.revenue.sum())
+    p = 1.0 - top_share
+    top_n = n - math.ceil(p * n)  # the same double arithmetic as Spark's rank, so both agree on n
+    cut = values.agg(F.percentile_approx("revenue", F.lit(p), F.lit(accuracy)).alias("cut")).first()["cut"]
+    above = values.where(F.col("revenue") > F.lit(cut)).agg(F.count(F.lit(1)).alias("n"),
+                                                            F.sum("revenue").alias("revenue")).first()
+    top_revenue = (above["revenue"] or 0.0) + (top_n - above["n"]) * cut
+    best = metrics.loc[metrics.revenue.idxmax()]
+    return {"customers": n, "total_revenue": total,
+            "top_segment": best.segment_name, "top_segment_revenue_share": best.revenue / total if total else float("nan"),
+            "top_share": top_share, "top_customers": top_n, "revenue_cut": float(cut),
+            "top_customers_revenue_share": top_revenue / total if total else float("nan")}
+
+
+def performance(metrics: pd.DataFrame, recipe: str) -> pd.DataFrame:
+    """The segment performance table, in the recipe's terms."""
+    m = metrics.copy()
+    m["avg_order_value"] = m.revenue / m.orders.where(m.orders > 0)
+    m["revenue_per_customer"] = m.revenue / m.customers
+    if recipe == "airline":
+        out = m[["segment", "segment_name", "customers", "avg_flights", "avg_points", "revenue",
+                 "revenue_per_customer", "avg_order_value", "avg_recency_days"]]
+        return out.rename(columns={"revenue": "total_spend", "revenue_per_customer": "avg_spend",
+                                   "avg_recency_days": "avg_days_since_last_flight"})
+    return m[["segment", "segment_name", "customers", "revenue", "revenue_per_customer", "avg_order_value",
+              "avg_frequency", "avg_recency_days"]]
+
+
+def clv_by_segment(metrics: pd.DataFrame) -> pd.DataFrame:
+    return metrics[["segment", "segment_name", "customers", "avg_clv", "total_clv"]].copy()
+
+
+def roi_scenarios(metrics: pd.DataFrame, observation_years: float = OBSERVATION_YEARS,
+                  playbook: dict[str, Action] | None = None) -> pd.DataFrame:
+    """One row per segment present, with the playbook's action for its name (or the labelled default).
+
+    yearly revenue           = segment revenue / observation_years
+    expected incremental rev = uplift x yearly revenue
+    cost                     = customers x cost per customer
+    ROI                      = (incremental revenue - cost) / cost"""
+    playbook = PLAYBOOK if playbook is None else playbook
+    rows = []
+    for m in metrics.itertuples(index=False):
+        key, action = match_action(m.segment_name, playbook)
+        yearly = m.revenue / observation_years
+        incremental, cost = action.uplift * yearly, m.customers * action.cost_per_customer
+        rows.append({"segment": m.segment, "segment_name": m.segment_name, "playbook_key": key,
+                     "action": action.action, "customers": m.customers, "yearly_revenue": yearly,
+                     "uplift": action.uplift, "expected_incremental_revenue": incremental,
+                     "cost_per_customer": action.cost_per_customer, "cost": cost,
+                     "roi": (incremental - cost) / cost})
+    return pd.DataFrame(rows)
+
+
+def _crosstab(counts: pd.DataFrame, rows: str, columns: str, row_order=None, column_order=None) -> pd.DataFrame:
+    table = counts.pivot_table(index=rows, columns=columns, values="customers", aggfunc="sum", fill_value=0)
+    if row_order is not None:
+        table = table.reindex(index=[r for r in row_order if r in table.index])
+    if column_order is not None:
+        known = [c for c in column_order if c in table.columns]
+        table = table.reindex(columns=known + sorted(c for c in table.columns if c not in known))
+    return table.astype("int64")
+
+
+def recipe_extras(values: DataFrame, metrics: pd.DataFrame, recipe: str) -> dict[str, pd.DataFrame]:
+    """airline: segment x loyalty tier, customer status by segment; retail: cluster x RFM segment and
+    the R x F score grid. One Spark aggregation to the finest small grid, pivoted in pandas."""
+    order = metrics.segment_name.tolist()
+    if recipe == "airline":
+        counts = (values.groupBy("segment_name", "loyalty_tier", "customer_status")
+                  .agg(F.count(F.lit(1)).alias("customers")).toPandas())
+        counts["loyalty_tier"] = "tier " + counts.loyalty_tier.astype("Int64").astype(str)
+        counts["customer_status"] = counts.customer_status.fillna("(none)")
+        return {"segment_by_loyalty_tier": _crosstab(counts, "segment_name", "loyalty_tier", order),
+                "customer_status_by_segment": _crosstab(counts, "segment_name", "customer_status", order,
+                                                        ["Active", "At Risk", "Inactive"])}
+    counts = (values.groupBy("segment_name", "rfm_segment", "r_score", "f_score")
+              .agg(F.count(F.lit(1)).alias("customers")).toPandas())
+    counts["rfm_segment"] = counts.rfm_segment.fillna("(none)")
+    rf = _crosstab(counts, "r_score", "f_score").sort_index(ascending=False).sort_index(axis=1)
+    return {"cluster_by_rfm_segment": _crosstab(counts, "segment_name", "rfm_segment", order, RFM_ORDER),
+            "rfm_score_grid": rf}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Figures
+
+def _bar(table: pd.DataFrame, y: str, title: str, text=None, yaxis: str | None = None):
+    import plotly.graph_objects as go
+    fig = go.Figure(go.Bar(x=table.segment_name.astype(str), y=table[y], name=y, text=text,
+                           textposition="outside" if text is not None else None))
+    fig.update_layout(title=title, xaxis_title="segment", yaxis_title=yaxis or y)
+    return fig
+
+
+def _heatmap(table: pd.DataFrame, title: str, x: str, y: str):
+    import plotly.express as px
+    fig = px.imshow(table, text_auto=True, color_continuous_scale="Blues", aspect="auto",
+                    labels={"x": x, "y": y, "color": "customers"}, title=title)
+    fig.update_xaxes(side="top")
+    return fig
+
+
+def _stacked(table: pd.DataFrame, title: str, legend: str):
+    import plotly.graph_objects as go
+    fig = go.Figure([go.Bar(x=table.index.astype(str), y=table[c], name=str(c)) for c in table.columns])
+    fig.update_layout(barmode="stack", title=title, xaxis_title="segment", yaxis_title="customers",
+                      legend_title=legend)
+    return fig
+
+
+def figures(result: "Insights") -> dict:
+    a, c = result.assumptions, result.concentration
+    figs = {
+        "distribution": _bar(result.distribution, "customers", "Customers per segment",
+                             text=[f"{s:.1%}" for s in result.distribution.share]),
+        "revenue": _bar(result.revenue, "revenue",
+                        f"Revenue per segment: top segment ({c['top_segment']}) "
+                        f"{c['top_segment_revenue_share']:.1%}, top {c['top_share']:.0%} of customers "
+                        f"{c['top_customers_revenue_share']:.1%} of revenue",
+                        text=[f"{s:.1%}" for s in result.revenue.revenue_share]),
+        "clv": _bar(result.clv, "avg_clv", f"Average CLV per customer<br><sup>{result.formula}</sup>",
+                    yaxis="average CLV"),
+        "roi": _bar(result.roi, "roi",
+                    f"Campaign ROI per segment = (incremental revenue − cost) / cost<br><sup>incremental "
+                    f"revenue = uplift × revenue / {a['observation_years']:g} y; playbook assumptions</sup>",
+                    text=[f"{r:.0%}" for r in result.roi.roi], yaxis="ROI"),
+    }
+    x = result.extras
+    if result.recipe == "airline":
+        figs["segment_by_loyalty_tier"] = _stacked(x["segment_by_loyalty_tier"], "Loyalty tier by segment",
+                                                   "loyalty tier")
+        figs["customer_status_by_segment"] = _stacked(x["customer_status_by_segment"], "Customer status by segment",
+                                                      "status")
+    else:
+        figs["cluster_by_rfm_segment"] = _heatmap(x["cluster_by_rfm_segment"], "Clusters × RFM segments (customers)",
+                                                  "RFM segment", "cluster")
+        figs["rfm_score_grid"] = _heatmap(x["rfm_score_grid"], "RFM scores: recency × frequency (customers)",
+                                          "F score", "R score")
+    return figs
+
+
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Insights:
+    recipe: str
+    run_id: str | None
+    assumptions: dict
+    formula: str
+    distribution: pd.DataFrame
+    revenue: pd.DataFrame
+    concentration: dict
+    performance: pd.DataFrame
+    clv: pd.DataFrame
+    roi: pd.DataFrame
+    extras: dict[str, pd.DataFrame]
+    figures: dict = field(default_factory=dict)
+
+    def headline(self) -> str:
+        """The few numbers a reader wants first, as text."""
+        c, a = self.concentration, self.assumptions
+        return "\n".join([
+            f"run {self.run_id or '(unknown)'}, {self.recipe} recipe: {c['customers']:,} customers in "
+            f"{len(self.distribution)} segments, revenue {c['total_revenue']:,.2f}",
+            f"revenue concentration: the top segment ({c['top_segment']}) brings {c['top_segment_revenue_share']:.1%}; "
+            f"the top {c['top_share']:.0%} of customers ({c['top_customers']:,}) bring "
+            f"{c['top_customers_revenue_share']:.1%}",
+            self.formula,
+            f"assumptions: gross margin {a['gross_margin']:g}, retention {a['retention_rate']:g} "
+            f"(expected lifetime {a['expected_lifetime_years']:.2f} years), observation window "
+            f"{a['observation_years']:g} years; ROI actions and costs: seglib.insights.PLAYBOOK",
+        ])
+
+
+def insights(segments: DataFrame, recipe: str, gross_margin: float = GROSS_MARGIN,
+             retention_rate: float = RETENTION_RATE, observation_years: float = OBSERVATION_YEARS,
+             top_share: float = TOP_SHARE, playbook: dict[str, Action] | None = None) -> Insights:
+    """Every table and figure of the insights notebook from gold_customer_segments_ml (either recipe)."""
+    check_assumptions(gross_margin, retention_rate, observation_years, top_share)
+    values = customer_values(segments, recipe, gross_margin, retention_rate, observation_years)
+    metrics = segment_metrics(values, recipe)
+    runs = sorted({r for r in (*metrics.run_min, *metrics.run_max) if r is not None and r == r})
+    result = Insights(
+        recipe=recipe, run_id=", ".join(runs) or None,
+        assumptions={"gross_margin": gross_margin, "retention_rate": retention_rate,
+                     "expected_lifetime_years": expected_lifetime(retention_rate),
+                     "observation_years": observation_years, "top_share": top_share},
+        formula=clv_formula(gross_margin, retention_rate, observation_years),
+        distribution=distribution(metrics), revenue=revenue_distribution(metrics),
+        concentration=revenue_concentration(values, metrics, top_share), performance=performance(metrics, recipe),
+        clv=clv_by_segment(metrics), roi=roi_scenarios(metrics, observation_years, playbook),
+        extras=recipe_extras(values, metrics, recipe))
+    result.figures = figures(result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Charts that render offline in report.html
+
+OFFLINE_RENDERER = "seglib_offline"
+
+
+def _inline_renderer():
+    from plotly.io import to_html
+    from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
+
+    class InlineRenderer(MimetypeRenderer):
+        """text/html carrying plotly.js inline in the kernel's first figure (later figures reuse the
+        window.Plotly it defines), no MathJax from a CDN; plus plotly's JSON for editors that draw it.
+        nbconvert's HTML ignores application/vnd.plotly.v1+json (it has no JS to draw it with)."""
+
+        def __init__(self):
+            self.state = {"plotlyjs_sent": False}  # shared: plotly renders with a shallow copy per figure
+
+        def to_mimebundle(self, fig_dict):
+            bundle = PlotlyRenderer().to_mimebundle(dict(fig_dict))
+            bundle["text/html"] = to_html(fig_dict, include_plotlyjs=not self.state["plotlyjs_sent"],
+                                          include_mathjax=False, full_html=False, default_width="100%",
+                                          default_height=525, validate=False)
+            self.state["plotlyjs_sent"] = True
+            return bundle
+
+    return InlineRenderer()
+
+
+def use_offline_renderer() -> str:
+    """Make fig.show() emit self-contained HTML (plotly.js inline once per kernel), so executed notebooks
+    and report.html show their charts without network. Plotly's own default in a papermill kernel
+    emits only application/vnd.plotly.v1+json, which nbconvert's HTML cannot draw. On Databricks its
+    renderer is kept: there each output is a separate frame, so the JS would be missing from all but one.
+    Returns the renderer now in use."""
+    import plotly.io as pio
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return pio.renderers.default
+    if OFFLINE_RENDERER not in pio.renderers:
+        pio.renderers[OFFLINE_RENDERER] = _inline_renderer()
+    pio.renderers.default = OFFLINE_RENDERER
+    return OFFLINE_RENDERER
