@@ -18,7 +18,7 @@ from seglib.session import table_path
 
 pytestmark = pytest.mark.e2e
 GENERATE = "00_generate_demo_data"
-PIPELINE = ["01_load", "02_features", "03_cluster", "04_profile", "05_write"]
+PIPELINE = ["01_load", "02_features", "03_cluster", "04_profile", "05_write", "06_insights"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_cli_reports_progress_and_summary(run):
     assert f"[1/1] {GENERATE} ... ok" in proc.stdout
     assert "Running job segmentation (seglib segmentation)" in proc.stdout
     for i, name in enumerate(PIPELINE, 1):
-        assert f"[{i}/5] {name} ... ok" in proc.stdout
+        assert f"[{i}/{len(PIPELINE)}] {name} ... ok" in proc.stdout
     for name in [GENERATE] + PIPELINE:
         assert (out / f"{name}.ipynb").exists()
     assert proc.stdout.count("[spark] starting the local Spark server ... ok") == 1  # one server for both jobs

@@ -25,7 +25,7 @@ def test_coerce_follows_the_notebook_default_type():
 
 def test_every_pipeline_notebook_declares_a_tagged_parameters_cell():
     paths = job_notebooks(BUNDLE, SEGMENTATION_JOB)
-    assert [p.stem for p in paths] == ["01_load", "02_features", "03_cluster", "04_profile", "05_write"]
+    assert [p.stem for p in paths] == ["01_load", "02_features", "03_cluster", "04_profile", "05_write", "06_insights"]
     for path in paths:
         assert {"catalog", "schema", "lakehouse"} <= set(declared_parameters(path))
     assert declared_parameters(paths[2])["k"] == "str"  # a number or auto

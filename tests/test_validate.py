@@ -112,17 +112,17 @@ def test_run_job_task_passing_a_parameter_the_child_lacks(copy):
 
 def test_task_graph_and_defaults_come_from_the_job_yaml(copy):
     b = B.load(ROOT)
-    assert [t.key for t in b.tasks("segmentation")] == ["load", "features", "cluster", "profile", "write"]
+    assert [t.key for t in b.tasks("segmentation")] == ["load", "features", "cluster", "profile", "write", "insights"]
     assert b.parameters("segmentation")["k"] == "5"
     # Reordering the YAML does not change the dependency order; a new task joins the local run.
     def shuffle(d):
         tasks = d["resources"]["jobs"]["segmentation"]["tasks"]
         tasks.reverse()
-        tasks.append({"task_key": "insights", "depends_on": [{"task_key": "write"}],
+        tasks.append({"task_key": "extra", "depends_on": [{"task_key": "write"}],
                       "notebook_task": {"notebook_path": "../notebooks/04_profile.ipynb"}})
     edit_yaml(copy / "resources" / "segmentation.job.yml", shuffle)
     assert [t.key for t in B.load(copy).tasks("segmentation")] == [
-        "load", "features", "cluster", "profile", "write", "insights"]
+        "load", "features", "cluster", "profile", "write", "insights", "extra"]
 
 
 def test_target_overrides_merge_by_task_key_and_variables_resolve(monkeypatch):
@@ -157,3 +157,13 @@ def test_each_target_puts_tasks_on_exactly_one_kind_of_compute(copy):
     edit_yaml(copy / "databricks.yml", both)
     assert any(p.startswith("target classic: jobs.segmentation, task load: sets both environment_key and job_cluster_key")
                for p in check(copy))
+
+
+def test_a_task_missing_from_a_targets_task_list_is_caught(copy):
+    """A task added to the job YAML but not to the classic target's list would deploy without compute."""
+    def drop_last(d):
+        d["targets"]["classic"]["resources"]["jobs"]["segmentation"]["tasks"].pop()
+    edit_yaml(copy / "databricks.yml", drop_last)
+    last = B.load(ROOT).tasks("segmentation")[-1].key
+    assert f"target classic: jobs.segmentation, task {last}: runs on no compute; give it an environment_key " \
+           f"or a job_cluster_key in this target's task list" in check(copy)

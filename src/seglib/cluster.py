@@ -40,17 +40,17 @@ from pyspark.sql import functions as F
 from . import quality as Q
 from . import tables as TB
 from .errors import InputContractError, ParameterError
-from .features import FEATURES
 from .naming import name_clusters
+from .recipes import AIRLINE, Recipe, get
 
-LOG_FEATURES = ["total_flights", "total_km_flown", "total_loyalty_points", "total_spent", "transaction_count",
-                "days_since_last_flight"]
+FEATURES = list(AIRLINE.features)  # the airline recipe's; a model carries its own (SegmentModel.features)
+LOG_FEATURES = list(AIRLINE.log_features)
 TRANSFORMS = ("log1p", "none")
 MODES = ("fit", "score")
 CLIP_QUANTILES = (0.01, 0.99)
 DEFAULT_K_RANGE = (3, 8)
 FIT_SAMPLE = 50_000        # customers the model is fitted on by default (a seeded sample)
-MAX_FIT_SAMPLE = 2_000_000  # 7 doubles each: at most ~110 MB on the driver
+MAX_FIT_SAMPLE = 2_000_000  # 7 doubles each (airline): at most ~110 MB on the driver
 SILHOUETTE_SAMPLE = 10_000  # silhouette is quadratic in rows: scored on a seeded subsample
 
 
@@ -107,13 +107,17 @@ class SegmentModel:
     bounds: dict[str, tuple[float, float]]    # log1p: 1st and 99th percentile of each transformed feature
     means: dict[str, float]
     stds: dict[str, float]
-    centres: list[list[float]]                # k rows, one value per FEATURES entry, standardised
+    centres: list[list[float]]                # k rows, one value per feature, standardised
+    # The recipe's clustering features, in model order, and those entering on a log scale. Models
+    # saved before recipes existed lack them: they are the airline recipe's.
+    features: list[str] = field(default_factory=lambda: list(AIRLINE.features))
+    log_features: list[str] = field(default_factory=lambda: list(AIRLINE.log_features))
 
     def feature_expressions(self) -> dict[str, str]:
         """SQL for each model input (before standardising)."""
-        exprs = {c: f"CAST(`{c}` AS DOUBLE)" for c in FEATURES}
+        exprs = {c: f"CAST(`{c}` AS DOUBLE)" for c in self.features}
         if self.transform == "log1p":
-            for c in LOG_FEATURES:
+            for c in self.log_features:
                 exprs[c] = f"LN(1 + GREATEST(`{c}`, 0) / {_lit(self.medians[c])})"
             exprs = {c: f"LEAST(GREATEST({e}, {_lit(self.bounds[c][0])}), {_lit(self.bounds[c][1])})"
                      for c, e in exprs.items()}
@@ -125,7 +129,7 @@ class SegmentModel:
         z = {c: (f"(({e}) - {_lit(self.means[c])}) / {_lit(self.stds[c])}" if self.stds[c] > 0 else "0.0D")
              for c, e in self.feature_expressions().items()}
         inner = "SELECT *, " + ", ".join(f"{e} AS `{model_column(c)}`" for c, e in z.items()) + " FROM __THIS__"
-        distances = [" + ".join(f"POW(`{model_column(c)}` - {_lit(centre[i])}, 2)" for i, c in enumerate(FEATURES))
+        distances = [" + ".join(f"POW(`{model_column(c)}` - {_lit(centre[i])}, 2)" for i, c in enumerate(self.features))
                      for centre in self.centres]
         nearest = f"ARRAY_POSITION(ARRAY({', '.join(distances)}), ARRAY_MIN(ARRAY({', '.join(distances)}))) - 1"
         return f"SELECT *, CAST({nearest} AS INT) AS cluster FROM ({inner})"
@@ -134,37 +138,41 @@ class SegmentModel:
         return PipelineModel(stages=[SQLTransformer(statement=self.statement())])
 
     def standardise(self, raw: np.ndarray) -> np.ndarray:
-        """The model inputs of a (rows x FEATURES) array, as the SQL computes them."""
+        """The model inputs of a (rows x features) array, as the SQL computes them."""
         x = raw.astype("float64").copy()
         if self.transform == "log1p":
-            for i, c in enumerate(FEATURES):
-                if c in LOG_FEATURES:
+            for i, c in enumerate(self.features):
+                if c in self.log_features:
                     x[:, i] = np.log1p(np.maximum(x[:, i], 0) / self.medians[c])
                 x[:, i] = np.clip(x[:, i], *self.bounds[c])
-        for i, c in enumerate(FEATURES):
+        for i, c in enumerate(self.features):
             x[:, i] = (x[:, i] - self.means[c]) / self.stds[c] if self.stds[c] > 0 else 0.0
         return x
 
 
-def fit_transform(raw: np.ndarray, transform: str) -> SegmentModel:
-    """Medians, clip bounds, means and standard deviations from the sample (no centres yet)."""
+def fit_transform(raw: np.ndarray, transform: str, recipe: str | Recipe = AIRLINE) -> SegmentModel:
+    """Medians, clip bounds, means and standard deviations from the sample (no centres yet); *raw* has
+    one column per recipe feature."""
     if transform not in TRANSFORMS:
         raise ParameterError(f"feature_transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
+    recipe = get(recipe)
+    features, log_features = list(recipe.features), list(recipe.log_features)
     x = raw.astype("float64")
     medians, bounds = {}, {}
     if transform == "log1p":
-        for i, c in enumerate(FEATURES):
-            if c in LOG_FEATURES:
+        for i, c in enumerate(features):
+            if c in log_features:
                 positive = x[:, i][x[:, i] > 0]
                 medians[c] = float(np.median(positive)) if positive.size else 1.0
-        for i, c in enumerate(FEATURES):
-            v = np.log1p(np.maximum(x[:, i], 0) / medians[c]) if c in LOG_FEATURES else x[:, i]
+        for i, c in enumerate(features):
+            v = np.log1p(np.maximum(x[:, i], 0) / medians[c]) if c in log_features else x[:, i]
             lo, hi = np.quantile(v, CLIP_QUANTILES, method="inverted_cdf")  # values that occur, as percentile_approx
             bounds[c] = (float(lo), float(hi))
-    spec = SegmentModel(transform, medians, bounds, {c: 0.0 for c in FEATURES}, {c: 1.0 for c in FEATURES}, [])
+    spec = SegmentModel(transform, medians, bounds, {c: 0.0 for c in features}, {c: 1.0 for c in features}, [],
+                        features, log_features)
     t = spec.standardise(x)
-    spec.means = {c: float(t[:, i].mean()) for i, c in enumerate(FEATURES)}
-    spec.stds = {c: float(t[:, i].std(ddof=1)) if len(t) > 1 else 0.0 for i, c in enumerate(FEATURES)}
+    spec.means = {c: float(t[:, i].mean()) for i, c in enumerate(features)}
+    spec.stds = {c: float(t[:, i].std(ddof=1)) if len(t) > 1 else 0.0 for i, c in enumerate(features)}
     return spec
 
 
@@ -254,22 +262,23 @@ def _labelled(predictions: DataFrame, names: dict[int, tuple[int, str]]) -> Data
             .join(F.broadcast(lookup), "cluster").select("customer_key", "cluster", "segment", "segment_name"))
 
 
-def _too_few(k, least: int, customers: int) -> str:
-    return (f"input table {TB.KPI_CUSTOMER_VALUE} has {customers:,} customer(s) with features, fewer than the "
+def _too_few(k, least: int, customers: int, recipe: Recipe = AIRLINE) -> str:
+    return (f"input table {recipe.customers_table} has {customers:,} customer(s) with features, fewer than the "
             f"{least} segments k={k} asks for; lower k or check the input")
 
 
-def driver_sample(features_df: DataFrame, size: int, seed: int, customers: int) -> np.ndarray:
+def driver_sample(features_df: DataFrame, size: int, seed: int, customers: int,
+                  features: list[str] | tuple[str, ...] = FEATURES) -> np.ndarray:
     """At most about *size* customers' features (a seeded hash sample, ordered by key so the fit does not
-    depend on partitioning), as a rows x FEATURES array on the driver."""
+    depend on partitioning), as a rows x features array on the driver."""
     sample = Q.deterministic_sample(features_df, size, seed, total=customers)
-    pdf = sample.select("customer_key", *FEATURES).orderBy("customer_key").toPandas()
-    return pdf[FEATURES].to_numpy(dtype="float64")
+    pdf = sample.select("customer_key", *features).orderBy("customer_key").toPandas()
+    return pdf[list(features)].to_numpy(dtype="float64")
 
 
 def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "log1p", n_init: int = 3,
                  k_range=DEFAULT_K_RANGE, stability_runs: int = 2, fit_sample: int = FIT_SAMPLE,
-                 log=print) -> ClusterResult:
+                 recipe: str | Recipe = AIRLINE, log=print) -> ClusterResult:
     """Fit on a seeded sample (k fixed or ``auto``, best of n_init KMeans seeds), then assign and name
     every customer in Spark."""
     k_param, k = str(k), parse_k(k)
@@ -280,12 +289,13 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     customers = features_df.count()
     least = k_range[0] if k == "auto" else k
     if customers < least:
-        raise InputContractError(_too_few(k, least, customers))
-    raw = driver_sample(features_df, fit_sample, seed, customers)
+        raise InputContractError(_too_few(k, least, customers, get(recipe)))
+    recipe = get(recipe)
+    raw = driver_sample(features_df, fit_sample, seed, customers, recipe.features)
     if len(raw) < customers:
         log(f"fitting on a seeded sample of {len(raw):,} of {customers:,} customers (fit_sample={fit_sample:,}); "
             f"then every customer is assigned")
-    spec = fit_transform(raw, transform)
+    spec = fit_transform(raw, transform, recipe)
     x = spec.standardise(raw)
     sweep = []
     if k == "auto":
@@ -294,14 +304,14 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
         k = Q.choose_k({r["k"]: r["silhouette"] for r in sweep})
         log(f"k=auto chose k={k} (the fewest segments within {Q.SILHOUETTE_TOLERANCE} silhouette of the best)")
     if len(x) < k:
-        raise InputContractError(_too_few(k, k, len(x)))
+        raise InputContractError(_too_few(k, k, len(x), recipe))
     _, best_seed, best = best_of(x, k, list(range(seed, seed + n_init)))[0]
     spec.centres = [[float(v) for v in centre] for centre in best.cluster_centers_]
     score = silhouette(x, best.labels_, seed)
     stability = measure_stability(x, best.labels_, k, seed, n_init, stability_runs, log=log)
     # Every customer is assigned in Spark, cached for the naming pass and the write that follows.
-    predictions = spec.pipeline().transform(features_df).select("customer_key", "cluster", *FEATURES).cache()
-    names = name_clusters(predictions)
+    predictions = spec.pipeline().transform(features_df).select("customer_key", "cluster", *recipe.features).cache()
+    names = name_clusters(predictions, recipe=recipe)
     assignments = _labelled(predictions, names)
     return ClusterResult(spec, names, assignments, score, k, best_seed, transform, customers, "fit", k_param,
                          sweep, stability, fitted_on=len(x))
@@ -359,7 +369,11 @@ def score_segments(features_df: DataFrame, model_path: str) -> ClusterResult:
     """Assign segments with the saved model: no refit, so ids and names stay those of the fit."""
     spark = features_df.sparkSession
     model, names, seed = load_model(spark, model_path)
-    inputs = [model_column(c) for c in FEATURES]
+    missing = [c for c in model.features if c not in features_df.columns]
+    if missing:
+        raise InputContractError(f"the model at {model_path} uses feature(s) {', '.join(missing)}, which "
+                                 f"{TB.SEG_FEATURES} lacks: it was fitted for another recipe; refit with mode=fit")
+    inputs = [model_column(c) for c in model.features]
     predictions = model.pipeline().transform(features_df).select("customer_key", "cluster", *inputs).cache()
     customers = predictions.count()
     sample = Q.deterministic_sample(predictions, SILHOUETTE_SAMPLE, seed, total=customers) \
@@ -371,28 +385,30 @@ def score_segments(features_df: DataFrame, model_path: str) -> ClusterResult:
 
 def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5, seed: int = 42,
             transform: str = "log1p", n_init: int = 3, k_range=DEFAULT_K_RANGE, stability_runs: int = 2,
-            fit_sample: int = FIT_SAMPLE, log=print) -> ClusterResult:
+            fit_sample: int = FIT_SAMPLE, recipe: str | Recipe = AIRLINE, log=print) -> ClusterResult:
     """The cluster stage: ``fit`` refits (and saves the model), ``score`` applies the saved one."""
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     k_range = parse_k_range(k_range)
-    parameters = {"mode": mode, "k": str(k), "k_range": "%d-%d" % k_range,
+    recipe = get(recipe)
+    parameters = {"recipe": recipe.name, "mode": mode, "k": str(k), "k_range": "%d-%d" % k_range,
                   "seed": str(seed), "feature_transform": transform, "n_init": str(n_init),
                   "stability_runs": str(stability_runs), "fit_sample": str(fit_sample), "model_path": model_path}
     if mode == "score":
         result = score_segments(features_df, model_path)
     else:
-        result = fit_segments(features_df, k, seed, transform, n_init, k_range, stability_runs, fit_sample, log=log)
+        result = fit_segments(features_df, k, seed, transform, n_init, k_range, stability_runs, fit_sample, recipe,
+                              log=log)
         if model_path:
             save_model(result, model_path)
     result.parameters = parameters
     return result
 
 
-def cluster_means(features_df: DataFrame, assignments: DataFrame) -> DataFrame:
+def cluster_means(features_df: DataFrame, assignments: DataFrame, recipe: str | Recipe = AIRLINE) -> DataFrame:
     """Segment centres in original units: the mean of each feature over the segment's members."""
     return (features_df.join(assignments, "customer_key").groupBy("segment", "segment_name")
-            .agg(F.count("*").alias("customers"), *[F.round(F.avg(c), 1).alias(c) for c in FEATURES])
+            .agg(F.count("*").alias("customers"), *[F.round(F.avg(c), 1).alias(c) for c in get(recipe).features])
             .orderBy("segment"))
 
 
@@ -410,3 +426,15 @@ def save_cluster_outputs(result: ClusterResult, model_path: str, schema: str, ca
           result.stability.mean_ari, result.segment_stability(), result.unstable_segments(), result.customers,
           model_path, json.dumps(result.sweep))], METRICS_SCHEMA)
     TB.save_table(metrics, TB.SEG_CLUSTER_METRICS, schema, catalog)
+
+
+def sweep_figures(result: ClusterResult) -> dict:
+    """The k sweep's plotly figures (silhouette and inertia by k); none when k was given."""
+    if not result.sweep:
+        return {}
+    import pandas as pd
+    import plotly.express as px
+    sweep = pd.DataFrame(result.sweep)
+    return {"k_sweep_silhouette": px.line(sweep, x="k", y=["silhouette"], markers=True,
+                                          title=f"k sweep: chose k={result.k}"),
+            "k_sweep_inertia": px.line(sweep, x="k", y=["inertia"], markers=True, title="inertia by k")}

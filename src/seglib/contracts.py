@@ -25,6 +25,7 @@ from pyspark.sql.utils import AnalysisException
 
 from . import tables as TB
 from .errors import InputContractError
+from .recipes import AIRLINE as AIRLINE_RECIPE
 
 EXAMPLES = 5  # example keys (or values) per violation
 
@@ -34,6 +35,7 @@ class Contract:
     """What one input table must satisfy. Columns and types come from ``tables.INPUT_SCHEMAS``."""
     table: str
     key: str | None = None                    # not null and unique
+    required: tuple[str, ...] = ()            # must not be null (the key is implied)
     min_rows: int = 1
     non_negative: tuple[str, ...] = ()        # counts, distances, points, amounts
     features: tuple[str, ...] = ()            # must have values; reported when constant
@@ -45,9 +47,8 @@ class Contract:
 
 
 AGE_RANGE = (2.0, 100.0)  # loyalty members' ages; children can be members, 110-year-olds are typos
-# The seven clustering features: kpi_customer_value columns (seglib.features.FEATURES is this list).
-FEATURES = ("age", "total_flights", "total_km_flown", "total_loyalty_points", "days_since_last_flight",
-            "total_spent", "transaction_count")
+# The airline recipe's seven clustering features: kpi_customer_value columns (seglib.recipes).
+FEATURES = AIRLINE_RECIPE.features
 
 AIRLINE = {c.table: c for c in (
     Contract(TB.DIM_CUSTOMERS, key="customer_key", plausible={"age": AGE_RANGE}),
@@ -64,7 +65,15 @@ AIRLINE = {c.table: c for c in (
              features=FEATURES, plausible={"age": AGE_RANGE}),
 )}
 
-RECIPES: dict[str, dict[str, Contract]] = {"airline": AIRLINE}
+# Retail: invoice lines. Quantities and prices may be negative (cancellations, adjustments: seglib.rfm
+# nets and counts them); a line without a customer is legitimate in a shop's data and is excluded and
+# counted when the features are built. The customers table is optional (seglib.recipes).
+RETAIL = {c.table: c for c in (
+    Contract(TB.RETAIL_TRANSACTIONS, required=("invoice_id", "invoice_ts", "quantity", "unit_price")),
+    Contract(TB.RETAIL_CUSTOMERS, key="customer_id", min_rows=0, plausible={"age": AGE_RANGE}),
+)}
+
+RECIPES: dict[str, dict[str, Contract]] = {"airline": AIRLINE, "retail": RETAIL}
 
 
 def contract(table: str, recipe: str = "airline") -> Contract:
@@ -136,6 +145,8 @@ def check_table(raw: DataFrame, c: Contract, name: str) -> tuple[DataFrame, Tabl
                                 f"{name}.{n}: {{n}} value(s) cannot be read as "
                                 f"{c.schema[n].dataType.simpleString()} (the column is {types[n]})",
                                 key + [(f"_raw_{n}", "value")] if n != c.key else key)
+    for n in c.required:
+        checks[f"_null_{n}"] = (F.col(n).isNull(), f"{name}.{n}: {{n}} row(s) without a value (null)", [])
     if c.key:
         checks["_null_key"] = (F.col(key[0][0]).isNull(), f"{name}.{c.key}: {{n}} row(s) without a key (null)", [])
     for n in c.non_negative:

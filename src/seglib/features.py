@@ -7,10 +7,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from . import contracts as C
+from . import recipes as R
 from . import tables as TB
 from .errors import InputContractError, ParameterError
 
-FEATURES = list(C.FEATURES)  # declared with the input contract
+FEATURES = list(C.FEATURES)  # the airline recipe's (seglib.recipes); retail's come from seglib.rfm
 NULL_POLICIES = ("impute", "drop")
 
 # The lab's RFM thresholds: (bound, score), first match wins.
@@ -48,6 +49,7 @@ class FeatureReport:
     imputed_with: dict[str, float] = field(default_factory=dict)
     implausible: dict[str, int] = field(default_factory=dict)  # values outside the contract's range, nulled
     outliers: dict[str, int] = field(default_factory=dict)     # beyond 3 IQR of the quartiles
+    notes: list[str] = field(default_factory=list)             # the recipe's own (retail: what RFM left out)
 
     @property
     def dropped(self) -> int:
@@ -60,7 +62,8 @@ class FeatureReport:
         TB.save_table(df, TB.SEG_FEATURE_REPORT, schema, catalog)
 
     def lines(self) -> list[str]:
-        out = [f"{self.rows_in:,} customers in, {self.rows_out:,} with features (null policy: {self.policy})"]
+        out = [f"{self.rows_in:,} customers in, {self.rows_out:,} with features (null policy: {self.policy})",
+               *self.notes]
         for col, n in self.implausible.items():
             if n:
                 out.append(f"  {col}: {n:,} implausible value(s) treated as missing (counted in the nulls below)")
@@ -125,3 +128,52 @@ def build_features(kpi: DataFrame, null_policy: str = "impute") -> tuple[DataFra
                    monetary_score(F.col("total_loyalty_points")).alias("monetary_score"))
     return df, FeatureReport(rows_in, rows_out, nulls, null_policy, imputed, implausible,
                              {c: far[c] for c in FEATURES})
+
+
+# ---------------------------------------------------------------------------------------------
+# Per recipe: what the features step reads, and how it builds seg_features
+# ---------------------------------------------------------------------------------------------
+def feature_inputs(spark, schema: str, catalog: str | None = None, recipe: str = "airline") -> dict[str, DataFrame]:
+    """The input tables the recipe's features come from (an optional one only when it exists)."""
+    from .load import read_input
+    rec = R.get(recipe)
+    tables = {t: read_input(spark, t, schema, catalog, missing_ok=t in rec.optional_inputs)
+              for t in ((TB.KPI_CUSTOMER_VALUE,) if rec.name == "airline" else rec.inputs)}
+    return {t: df for t, df in tables.items() if df is not None}
+
+
+def build_retail_features(transactions: DataFrame, customers: DataFrame | None = None, as_of=None,
+                          rfm_bins: int = 4, null_policy: str = "impute") -> tuple[DataFrame, FeatureReport]:
+    """customer_key (the customer_id), recency_days, frequency, monetary, first/last purchase, the R, F
+    and M scores, the rule segment (seglib.rfm), and the customer attributes when *customers* is given.
+
+    RFM leaves no feature null (every customer has a purchase line or a cancellation), so the null
+    policy has nothing to do; it is recorded as given."""
+    from . import rfm
+    if null_policy not in NULL_POLICIES:
+        raise ParameterError(f"null_policy must be one of {', '.join(NULL_POLICIES)}, got {null_policy!r}")
+    bins = rfm.parse_rfm_bins(rfm_bins)
+    as_of = rfm.parse_as_of(as_of) if isinstance(as_of, str) else as_of
+    as_of = rfm.default_as_of(transactions) if as_of is None else as_of
+    found = rfm.rfm_report(transactions, as_of)
+    if not found.customers:
+        raise InputContractError(f"input table {TB.RETAIL_TRANSACTIONS}: no line with a customer_id on or before "
+                                 f"as_of {as_of.isoformat()}; expected invoice lines of identified customers")
+    scored = rfm.segment_rfm(rfm.rfm_scores(rfm.customer_rfm(transactions, as_of).cache(), bins), bins)
+    if customers is not None:
+        attributes = customers.select("customer_id", *TB.RETAIL_ATTRIBUTE_COLUMNS)
+        scored = scored.join(attributes, "customer_id", "left")
+    df = scored.withColumn("customer_key", F.col("customer_id")).select(
+        "customer_key", *[c for c in scored.columns if c != "customer_id"])
+    report = FeatureReport(found.customers, found.customers, {c: 0 for c in R.RETAIL.features}, null_policy,
+                           notes=found.lines() + [f"  scores in {bins} bins (rfm_bins)"])
+    return df, report
+
+
+def build_recipe_features(inputs: dict[str, DataFrame], recipe: str = "airline", null_policy: str = "impute",
+                          as_of=None, rfm_bins: int = 4) -> tuple[DataFrame, FeatureReport]:
+    """The features step of *recipe*, from feature_inputs(...)."""
+    if R.get(recipe).name == "airline":
+        return build_features(inputs[TB.KPI_CUSTOMER_VALUE], null_policy)
+    return build_retail_features(inputs[TB.RETAIL_TRANSACTIONS], inputs.get(TB.RETAIL_CUSTOMERS), as_of or None,
+                                 rfm_bins, null_policy)

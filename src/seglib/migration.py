@@ -12,21 +12,23 @@ MIGRATION_COLUMNS = ["run_id", "from_version", "to_version", "from_segment", "fr
 
 
 def segment_migration(previous: DataFrame | None, current: DataFrame, run_id: str,
-                      from_version: int | None, to_version: int | None) -> DataFrame:
+                      from_version: int | None, to_version: int | None, key: str = "customer_key") -> DataFrame:
     """from-segment x to-segment customer counts between two versions of gold_customer_segments_ml.
 
     Customers only in *current* are ``new`` (from_* null), only in *previous* ``departed`` (to_* null).
     Without a previous version every customer is new.
     """
-    cur = current.select("customer_key", F.col("segment").alias("to_segment"),
+    cur = current.select(key, F.col("segment").alias("to_segment"),
                          F.col("segment_name").alias("to_segment_name"), F.lit(True).alias("_in_cur"))
+    if previous is not None and key not in previous.columns:
+        previous = None  # the previous run segmented another recipe's customers: nothing to compare with
     if previous is None:
         joined = cur.select("*", F.lit(None).cast("int").alias("from_segment"),
                             F.lit(None).cast("string").alias("from_segment_name"), F.lit(None).alias("_in_prev"))
     else:
-        prev = previous.select("customer_key", F.col("segment").alias("from_segment"),
+        prev = previous.select(key, F.col("segment").alias("from_segment"),
                                F.col("segment_name").alias("from_segment_name"), F.lit(True).alias("_in_prev"))
-        joined = prev.join(cur, "customer_key", "full_outer")
+        joined = prev.join(cur, key, "full_outer")
     change = (F.when(F.col("_in_prev").isNull(), "new").when(F.col("_in_cur").isNull(), "departed")
               .when(F.col("from_segment_name") == F.col("to_segment_name"), "stayed").otherwise("moved"))
     counts = (joined.withColumn("change", change)

@@ -106,6 +106,27 @@ def _modes():
     return MODES
 
 
+def _recipes():
+    from .recipes import RECIPES
+    return tuple(RECIPES)
+
+
+def _as_of(value):
+    from .rfm import parse_as_of
+    parsed = parse_as_of(_text(value))
+    return "" if parsed is None else parsed.isoformat()
+
+
+def _rfm_bins(value):
+    from .rfm import parse_rfm_bins
+    return parse_rfm_bins(value)
+
+
+def _trackings():
+    from .tracking import TRACKING
+    return TRACKING
+
+
 def _k(value):
     from .cluster import parse_k
     return parse_k(_text(value))
@@ -131,6 +152,9 @@ PARAMS: dict[str, Param] = {
     "catalog": Param(_identifier("catalog", optional=True), "Unity Catalog catalog; empty = the session's default"),
     "schema": Param(_identifier("schema"), "schema holding the Gold tables and the outputs"),
     "lakehouse": Param(_text, "local runs only: folder of the Delta warehouse and catalog"),
+    "recipe": Param(_choice("recipe", _recipes), "airline (the Contoso Gold layer) or retail (transactions, RFM)"),
+    "as_of": Param(_as_of, "retail: the date recency is measured to, YYYY-MM-DD; empty = the day after the last transaction"),
+    "rfm_bins": Param(_rfm_bins, "retail: score bins for R, F and M, 4 or 5"),
     "null_policy": Param(_choice("null_policy", _null_policies), "impute or drop"),
     "mode": Param(_choice("mode", _modes), "fit (refit the model) or score (apply the saved model)"),
     "k": Param(_k, "number of segments, or auto"),
@@ -138,6 +162,7 @@ PARAMS: dict[str, Param] = {
     "n_init": Param(_int("n_init", 1), "KMeans restarts; the lowest-cost fit wins"),
     "stability_runs": Param(_int("stability_runs", 0), "refits on half-samples to measure stability; 0 = skip"),
     "fit_sample": Param(_fit_sample, "customers the model is fitted on (a seeded sample), 1000-2000000"),
+    "mlflow_tracking": Param(_choice("mlflow_tracking", _trackings), "MLflow run of the fit: auto (when installed), on (required) or off"),
     "run_id": Param(_pattern("run_id", r"[A-Za-z0-9_.:-]+"), "this run's id; empty = generated"),
     "seed": Param(_int("seed", 0), "random seed"),
     "feature_transform": Param(_choice("feature_transform", _transforms), "log1p or none"),

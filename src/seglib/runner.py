@@ -255,8 +255,9 @@ def read_summary(lakehouse: str | os.PathLike, schema: str, target_path: str = "
     return DeltaTable(str(where)).to_pandas().sort_values("segment")
 
 
-def demo_tables_exist(lakehouse: str | os.PathLike, schema: str) -> bool:
-    return (table_path(lakehouse, schema, TB.KPI_CUSTOMER_VALUE) / "_delta_log").is_dir()
+def demo_tables_exist(lakehouse: str | os.PathLike, schema: str, recipe: str = "airline") -> bool:
+    from .recipes import get
+    return (table_path(lakehouse, schema, get(recipe).customers_table) / "_delta_log").is_dir()
 
 
 def print_summary(lakehouse, schema, log=print, target_path: str = "") -> None:
@@ -264,7 +265,9 @@ def print_summary(lakehouse, schema, log=print, target_path: str = "") -> None:
         log(f"\n{TB.GOLD_SUMMARY} written under {target_path}; see 05_write in the run folder")
         return
     summary = read_summary(lakehouse, schema, target_path)
-    log(f"\n{TB.GOLD_SUMMARY} ({int(summary.customer_count.sum()):,} customers):")
+    # The retail summary has a row per cluster and one per RFM segment: count the customers once.
+    counted = summary[summary.grouping == "cluster"] if "grouping" in summary.columns else summary
+    log(f"\n{TB.GOLD_SUMMARY} ({int(counted.customer_count.sum()):,} customers):")
     log(summary.to_string(index=False))
 
 

@@ -32,7 +32,7 @@ def check(root: Path | None = None) -> list[str]:
     for target in [None, *bundle.target_names()]:
         bundle.target = target
         where = f"target {target}" if target else "base configuration"
-        problems += [f"{where}: {p}" for p in _typed_resources(bundle)]
+        problems += [f"{where}: {p}" for p in _typed_resources(bundle, need_compute=target is not None)]
     bundle.target = None
     for job in bundle.resources("jobs"):
         problems += _job(bundle, job)
@@ -48,7 +48,7 @@ def _undeclared_variables(bundle: B.Bundle) -> list[str]:
     return problems
 
 
-def _typed_resources(bundle: B.Bundle) -> list[str]:
+def _typed_resources(bundle: B.Bundle, need_compute: bool = False) -> list[str]:
     from databricks.bundles.dashboards import Dashboard
     from databricks.bundles.jobs import Job
     problems = []
@@ -59,21 +59,25 @@ def _typed_resources(bundle: B.Bundle) -> list[str]:
             except Exception as e:  # the package raises ValueError/TypeError naming the field
                 problems.append(f"{kind}.{key}: {e}")
             if kind == "jobs":
-                problems += _task_compute(key, spec)
+                problems += _task_compute(key, spec, need_compute)
             if kind == "dashboards" and spec.get("file_path"):
                 if not (bundle.files[f"dashboards.{key}"].parent / spec["file_path"]).is_file():
                     problems.append(f"dashboards.{key}: file_path {spec['file_path']} does not exist")
     return problems
 
 
-def _task_compute(job: str, spec: dict) -> list[str]:
-    """Each task runs on one kind of compute, and what it references exists in the job."""
+def _task_compute(job: str, spec: dict, need_compute: bool = False) -> list[str]:
+    """Each task runs on one kind of compute (in a target, where the compute is chosen: exactly one, so a
+    task added to the job but not to a target's task list is caught), and what it references exists."""
     problems = []
     envs = {e.get("environment_key") for e in spec.get("environments") or []}
     clusters = {c.get("job_cluster_key") for c in spec.get("job_clusters") or []}
     for task in spec.get("tasks") or []:
         where = f"jobs.{job}, task {task.get('task_key')}"
         kinds = [k for k in ("environment_key", "job_cluster_key", "existing_cluster_id", "new_cluster") if task.get(k)]
+        if need_compute and not kinds and (envs or clusters):
+            problems.append(f"{where}: runs on no compute; give it an environment_key or a job_cluster_key "
+                            f"in this target's task list")
         if len(kinds) > 1:
             problems.append(f"{where}: sets both {' and '.join(kinds)}; a task runs either serverless or on a cluster")
         if task.get("environment_key") and task["environment_key"] not in envs:

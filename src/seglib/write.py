@@ -11,7 +11,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from . import publish as P
+from . import recipes as R
 from . import tables as TB
+from .load import read_input
 from .errors import ValidationError
 from .migration import segment_migration
 from .tables import save_table
@@ -30,14 +32,30 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
-def build_outputs(kpi: DataFrame, assignments: DataFrame, run_id: str) -> tuple[DataFrame, DataFrame]:
-    """gold_customer_segments_ml (every KPI column + segment, segment_name, run_id) and gold_segment_summary."""
+def customer_base(spark: SparkSession, schema: str, catalog: str | None = None, recipe: str = "airline") -> DataFrame:
+    """The rows gold_customer_segments_ml has one of per customer, before the segment columns: the
+    airline's kpi_customer_value; retail's customers with their RFM values, scores and rule segment
+    (seg_features, from the features step)."""
+    if R.get(recipe).name == "airline":
+        return read_input(spark, TB.KPI_CUSTOMER_VALUE, schema, catalog)
+    return TB.read_table(spark, TB.SEG_FEATURES, schema, catalog)
+
+
+def _labelled(base: DataFrame, assignments: DataFrame, run_id: str) -> DataFrame:
     labels = assignments.select("customer_key", "segment", "segment_name")
-    segments = (kpi.join(labels, "customer_key", "left")
-                .withColumn("segment", F.coalesce("segment", F.lit(UNSEGMENTED_ID)).cast("int"))
-                .withColumn("segment_name", F.coalesce("segment_name", F.lit(UNSEGMENTED_NAME)))
-                .withColumn("run_id", F.lit(run_id)))
-    segments = segments.select(*kpi.columns, *TB.GOLD_SEGMENT_COLUMNS)
+    return (base.join(labels, "customer_key", "left")
+            .withColumn("segment", F.coalesce("segment", F.lit(UNSEGMENTED_ID)).cast("int"))
+            .withColumn("segment_name", F.coalesce("segment_name", F.lit(UNSEGMENTED_NAME)))
+            .withColumn("run_id", F.lit(run_id)))
+
+
+def build_outputs(base: DataFrame, assignments: DataFrame, run_id: str,
+                  recipe: str = "airline") -> tuple[DataFrame, DataFrame]:
+    """gold_customer_segments_ml (the customer base + segment, segment_name, run_id) and gold_segment_summary."""
+    if R.get(recipe).name == "retail":
+        return _retail_outputs(base, assignments, run_id)
+    kpi = base
+    segments = _labelled(kpi, assignments, run_id).select(*kpi.columns, *TB.GOLD_SEGMENT_COLUMNS)
     summary = (segments.groupBy("segment", "segment_name")
                .agg(F.count("*").alias("customer_count"),
                     F.round(F.avg("total_flights"), 1).alias("avg_flights"),
@@ -48,22 +66,47 @@ def build_outputs(kpi: DataFrame, assignments: DataFrame, run_id: str) -> tuple[
     return segments, summary.select(*TB.GOLD_SUMMARY_COLUMNS)
 
 
-def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame) -> dict[str, int]:
-    """Each KPI customer exactly once with a segment and a name; summary counts add up."""
+def _retail_outputs(base: DataFrame, assignments: DataFrame, run_id: str) -> tuple[DataFrame, DataFrame]:
+    """Retail: customer_id, the RFM columns, the customer attributes present, the cluster; the summary
+    has one row per cluster and one per RFM rule segment (segment = its place in rfm.RFM_SEGMENTS)."""
+    from .rfm import RFM_SEGMENTS
+    labelled = _labelled(base, assignments, run_id).withColumnRenamed("customer_key", "customer_id")
+    attributes = [c for c in TB.RETAIL_ATTRIBUTE_COLUMNS if c in base.columns]
+    segments = labelled.select(*TB.RETAIL_RFM_COLUMNS, *attributes, *TB.GOLD_SEGMENT_COLUMNS)
+    measures = [F.count("*").alias("customer_count"), F.round(F.avg("recency_days"), 1).alias("avg_recency_days"),
+                F.round(F.avg("frequency"), 2).alias("avg_frequency"), F.round(F.avg("monetary"), 2).alias("avg_monetary"),
+                F.round(F.sum("monetary"), 2).alias("total_revenue")]
+    order = F.create_map(*[x for i, name in enumerate(RFM_SEGMENTS) for x in (F.lit(name), F.lit(i))])
+    by_cluster = segments.groupBy("segment", "segment_name").agg(*measures).withColumn("grouping", F.lit("cluster"))
+    by_rule = (segments.groupBy(F.col("rfm_segment").alias("segment_name")).agg(*measures)
+               .withColumn("segment", order[F.col("segment_name")].cast("int"))
+               .withColumn("grouping", F.lit("rfm_segment")))
+    summary = (by_cluster.unionByName(by_rule).withColumn("run_id", F.lit(run_id))
+               .orderBy("grouping", "segment"))
+    return segments, summary.select(*TB.RETAIL_SUMMARY_COLUMNS)
+
+
+def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame, recipe: str = "airline") -> dict[str, int]:
+    """Each customer of the base exactly once with a segment and a name; summary counts add up (per
+    grouping, for retail)."""
+    rec = R.get(recipe)
+    key, source = rec.key, (TB.KPI_CUSTOMER_VALUE if rec.name == "airline" else TB.SEG_FEATURES)
     kpi_rows = kpi.count()
-    s = segments.agg(F.count("*").alias("rows"), F.countDistinct("customer_key").alias("keys"),
+    s = segments.agg(F.count("*").alias("rows"), F.countDistinct(key).alias("keys"),
                      F.count_if(F.col("segment").isNull() | F.col("segment_name").isNull()).alias("unlabelled"),
                      F.count_if(F.col("segment") == UNSEGMENTED_ID).alias("unsegmented")).first()
-    summary_total = summary.agg(F.sum("customer_count")).first()[0] or 0
+    groupings = 1 if rec.name == "airline" else 2  # retail: per cluster and per RFM segment
+    summary_total = (summary.agg(F.sum("customer_count")).first()[0] or 0) // groupings
     problems = []
     if s["rows"] != kpi_rows:
-        problems.append(f"{TB.GOLD_SEGMENTS} has {s['rows']:,} rows but {TB.KPI_CUSTOMER_VALUE} has {kpi_rows:,}")
+        problems.append(f"{TB.GOLD_SEGMENTS} has {s['rows']:,} rows but {source} has {kpi_rows:,}")
     if s["keys"] != s["rows"]:
-        problems.append(f"{TB.GOLD_SEGMENTS}: {s['rows'] - s['keys']:,} duplicate customer_key rows")
+        problems.append(f"{TB.GOLD_SEGMENTS}: {s['rows'] - s['keys']:,} duplicate {key} rows")
     if s["unlabelled"]:
         problems.append(f"{TB.GOLD_SEGMENTS}: {s['unlabelled']:,} rows without segment or segment_name")
     if summary_total != s["rows"]:
-        problems.append(f"{TB.GOLD_SUMMARY}.customer_count sums to {summary_total:,}, expected {s['rows']:,}")
+        problems.append(f"{TB.GOLD_SUMMARY}.customer_count sums to {summary_total:,}"
+                        + (" per grouping" if groupings > 1 else "") + f", expected {s['rows']:,}")
     if problems:
         raise ValidationError("outputs failed validation, nothing was published: " + "; ".join(problems))
     return {"customers": s["rows"], "unsegmented": s["unsegmented"], "summary_total": summary_total}
@@ -74,21 +117,22 @@ PUBLISHED = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION]
 
 
 def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, schema: str,
-                  catalog: str | None = None, run_id: str = "", log=print) -> dict:
+                  catalog: str | None = None, run_id: str = "", recipe: str = "airline", log=print) -> dict:
     """Compute and validate the gold tables and the migration since the previous version, then publish
     them together with the run log row (publish.py). Returns the checks, the run id, the output tables'
-    Delta versions and the run log row."""
+    Delta versions and the run log row. *kpi*: the customer base (customer_base)."""
     run_id = run_id or new_run_id()
+    key = R.get(recipe).key
     previous = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
-    segments, summary = build_outputs(kpi, assignments, run_id)
+    segments, summary = build_outputs(kpi, assignments, run_id, recipe)
     # Cached: validated, compared with the previous version and written from the same computed rows.
     segments, summary = segments.cache(), summary.cache()
     try:
         log(f"run {run_id}: validating")
-        checks = validate_outputs(kpi, segments, summary)
+        checks = validate_outputs(kpi, segments, summary, recipe)
         next_version = 0 if previous is None else previous + 1
         old = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
-        migration = segment_migration(old, segments, run_id, previous, next_version).cache()
+        migration = segment_migration(old, segments, run_id, previous, next_version, key=key).cache()
         migration.count()  # computed before publishing starts, so the publish itself only writes
         P.checkpoint("validated")
         written = {**checks, "run_id": run_id, "previous_version": previous}
@@ -121,9 +165,16 @@ def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None
     return record
 
 
-def lab_queries(schema: str, catalog: str | None = None) -> dict[str, str]:
-    """The lab's two validation queries over the written table."""
+def lab_queries(schema: str, catalog: str | None = None, recipe: str = "airline") -> dict[str, str]:
+    """The lab's two validation queries over the written table (retail: segments x RFM rule segments)."""
     t = TB.sql_name(TB.GOLD_SEGMENTS, schema, catalog)
+    if R.get(recipe).name == "retail":
+        return {
+            "customers per segment": f"SELECT segment_name, COUNT(*) AS customers, ROUND(SUM(monetary), 2) AS revenue "
+                                     f"FROM {t} GROUP BY segment_name ORDER BY customers DESC",
+            "segment x RFM segment": f"SELECT segment_name, rfm_segment, COUNT(*) AS customers FROM {t} "
+                                     f"GROUP BY segment_name, rfm_segment ORDER BY segment_name, rfm_segment",
+        }
     return {
         "customers per segment": f"SELECT segment_name, COUNT(*) AS customers FROM {t} "
                                  f"GROUP BY segment_name ORDER BY customers DESC",
