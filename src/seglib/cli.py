@@ -71,12 +71,15 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     from .runner import DEMO_DATA_JOB, SEGMENTATION_JOB, demo_tables_exist, parse_params, print_summary
-    params = parse_params(args.param)
+    from .generate import DEMO_CUSTOMERS
+    params = {"recipe": args.recipe, **parse_params(args.param)}
     jobs = [(SEGMENTATION_JOB, params)]
-    if demo_tables_exist(args.lakehouse, args.schema):
-        _log(f"Demo Gold tables found in {args.lakehouse} (schema {args.schema}); `make clean` to regenerate")
+    if demo_tables_exist(args.lakehouse, args.schema, params["recipe"]):
+        _log(f"Demo input tables found in {args.lakehouse} (schema {args.schema}); `make clean` to regenerate")
     else:
-        jobs.insert(0, (DEMO_DATA_JOB, {"customers": str(args.customers), "seed": str(args.seed)}))
+        customers = args.customers or DEMO_CUSTOMERS[params["recipe"]]
+        jobs.insert(0, (DEMO_DATA_JOB, {"recipe": params["recipe"], "customers": str(customers),
+                                        "seed": str(args.seed)}))
     _run_jobs(args, jobs)
     print_summary(args.lakehouse, args.schema, log=_log, target_path=params.get("target_path", ""))
     return 0
@@ -151,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate the demo data if absent, then run the notebooks")
     _add_common(d)
     _add_run(d)
-    d.add_argument("--customers", type=int, default=62_988, help="members, when generating (default: %(default)s)")
+    d.add_argument("--recipe", choices=["airline", "retail"], default="airline",
+                   help="airline (the Contoso Gold layer) or retail (invoice lines, RFM) (default: %(default)s)")
+    d.add_argument("--customers", type=int, help="customers, when generating (default: 62988 airline, 1000 retail)")
     d.add_argument("--seed", type=int, default=42, help="generator seed, when generating (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
     rr = sub.add_parser("remote-run", help="run the deployed job in a Databricks workspace and follow it")
