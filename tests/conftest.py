@@ -42,7 +42,8 @@ def demo(spark):
 DEMO_CUSTOMERS = 3000
 # Fewer restarts and refits than the job's defaults (3 and 2): the runs here test the product around the
 # model; model quality has its own tests (test_segment_quality).
-DEMO_PARAMS = ["--param", "n_init=2", "--param", "stability_runs=1"]
+# MLflow tracking off: it costs seconds per run, and test_retail_e2e checks the run it records.
+DEMO_PARAMS = ["--param", "n_init=2", "--param", "stability_runs=1", "--param", "mlflow_tracking=off"]
 
 
 def seglib_cli(*args, env=None):

@@ -252,7 +252,9 @@ def read_summary(lakehouse: str | os.PathLike, schema: str, target_path: str = "
     """gold_segment_summary as pandas, read with delta-rs (no JVM needed), from target_path if set."""
     from deltalake import DeltaTable
     where = f"{target_path.rstrip('/')}/{TB.GOLD_SUMMARY}" if target_path else table_path(lakehouse, schema, TB.GOLD_SUMMARY)
-    return DeltaTable(str(where)).to_pandas().sort_values("segment")
+    summary = DeltaTable(str(where)).to_pandas()
+    order = ["grouping", "segment"] if "grouping" in summary.columns else ["segment"]  # retail: clusters, then RFM
+    return summary.sort_values(order).reset_index(drop=True)
 
 
 def demo_tables_exist(lakehouse: str | os.PathLike, schema: str, recipe: str = "airline") -> bool:
