@@ -5,7 +5,8 @@ from seglib.generate import ARCHETYPES, gold_tables
 
 
 def test_tables_have_exactly_the_design_schemas(spark, demo):
-    for table, schema in TB.INPUT_SCHEMAS.items():
+    for table in TB.GOLD_INPUTS:  # the airline recipe's tables (INPUT_SCHEMAS also holds retail's)
+        schema = TB.INPUT_SCHEMAS[table]
         actual = spark.read.table(f"{demo}.{table}").schema
         assert [(f.name, f.dataType) for f in actual] == [(f.name, f.dataType) for f in schema], table
     truth = spark.read.table(f"{demo}.{TB.FIXTURE_TRUTH}")

@@ -202,3 +202,22 @@ def test_a_failing_store_warns_in_auto_and_raises_when_required(fitted, tmp_path
 def test_credentials_in_a_url_are_not_printed():
     assert tracking._safe("cannot reach https://alice:s3cret@example.org/mlflow") == \
         "cannot reach https://***@example.org/mlflow"
+
+
+def test_autologging_does_not_turn_every_kmeans_fit_into_a_run(features, tmp_path, monkeypatch):
+    """As on Fabric, where mlflow.autolog() is on in every notebook: one segmentation makes many
+    scikit-learn fits, and none of them may become a run (seglib logs one run itself)."""
+    import mlflow
+    monkeypatch.chdir(tmp_path)  # where MLflow would put artifacts of a run
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/autolog.db")
+    try:
+        mlflow.sklearn.autolog()
+        from sklearn.cluster import KMeans
+        KMeans(n_clusters=2, n_init=1, random_state=0).fit(np.arange(20.0).reshape(10, 2))
+        autologged = len(mlflow.search_runs(search_all_experiments=True))
+        assert autologged == 1  # autologging is really on: a fit outside seglib is recorded
+        fit_segments(features, k=3, seed=42, n_init=2, stability_runs=1, **quiet)
+        assert len(mlflow.search_runs(search_all_experiments=True)) == autologged
+    finally:
+        mlflow.autolog(disable=True)
+        mlflow.set_tracking_uri(None)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -276,6 +277,22 @@ def driver_sample(features_df: DataFrame, size: int, seed: int, customers: int,
     return pdf[list(features)].to_numpy(dtype="float64")
 
 
+def no_autolog() -> None:
+    """Fabric switches on ``mlflow.autolog()`` in every notebook: each of the many KMeans fits of one
+    segmentation (restarts, sweep, stability refits) would become an MLflow run of its own. seglib
+    records one run per segmentation instead (tracking.py), so autologging is turned off for this
+    process when MLflow is already loaded (never imported here: that takes seconds)."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return
+    # mlflow.autolog(disable=True) alone leaves an already patched scikit-learn autologging (measured).
+    for turn_off in (lambda: mlflow.autolog(disable=True), lambda: mlflow.sklearn.autolog(disable=True)):
+        try:
+            turn_off()
+        except Exception:  # noqa: BLE001 - an MLflow without that flavour, or a broken one: nothing to turn off
+            pass
+
+
 def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "log1p", n_init: int = 3,
                  k_range=DEFAULT_K_RANGE, stability_runs: int = 2, fit_sample: int = FIT_SAMPLE,
                  recipe: str | Recipe = AIRLINE, log=print) -> ClusterResult:
@@ -291,6 +308,7 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     if customers < least:
         raise InputContractError(_too_few(k, least, customers, get(recipe)))
     recipe = get(recipe)
+    no_autolog()
     raw = driver_sample(features_df, fit_sample, seed, customers, recipe.features)
     if len(raw) < customers:
         log(f"fitting on a seeded sample of {len(raw):,} of {customers:,} customers (fit_sample={fit_sample:,}); "
