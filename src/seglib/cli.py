@@ -30,11 +30,15 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args) -> int:
-    from .generate import generate_demo_data
+    from .generate import DEMO_CUSTOMERS, generate_recipe_data
     from .session import get_spark
+    from .tables import check_identifier
+    check_identifier(args.schema, "schema")  # before starting Spark: a typo fails in a second
+    customers = args.customers or DEMO_CUSTOMERS[args.recipe]
+    who = "airline members" if args.recipe == "airline" else "retail customers and their invoice lines"
     start = time.perf_counter()
-    _log(f"Generating {args.customers:,} demo members (seed {args.seed}) into {args.lakehouse}, schema {args.schema}")
-    generate_demo_data(get_spark(args.lakehouse), args.schema, args.customers, args.seed, log=_log)
+    _log(f"Generating {customers:,} demo {who} (seed {args.seed}) into {args.lakehouse}, schema {args.schema}")
+    generate_recipe_data(get_spark(args.lakehouse), args.schema, args.recipe, customers, args.seed, log=_log)
     _log(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -125,6 +129,17 @@ def cmd_import_airline(args) -> int:
     return 0
 
 
+def cmd_import_retail(args) -> int:
+    from .importers import RETAIL_WHAT, check_local_input, import_retail
+    from .session import get_spark
+    from .tables import check_identifier
+    check_identifier(args.schema, "schema")  # before starting Spark: a typo fails in a second
+    check_local_input(args.csv, RETAIL_WHAT)
+    _log(f"Importing {args.csv} into {args.lakehouse}, schema {args.schema}")
+    import_retail(get_spark(args.lakehouse), args.csv, args.schema, log=_log)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import DEFAULT_SIZES, LARGE_SIZE, run_bench
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")] if args.sizes else list(DEFAULT_SIZES)
@@ -138,9 +153,13 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seglib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="write the demo Contoso Gold layer into a local lakehouse")
+    g = sub.add_parser("generate", help="write a recipe's demo input tables into a local lakehouse")
     _add_common(g)
-    g.add_argument("--customers", type=int, default=62_988, help="members to generate (default: %(default)s)")
+    g.add_argument("--recipe", choices=["airline", "retail"], default="airline",
+                   help="airline (the Contoso Gold layer) or retail (retail_transactions, retail_customers) "
+                        "(default: %(default)s)")
+    g.add_argument("--customers", type=int,
+                   help="customers to generate (default: 62988 airline members, 1000 retail customers)")
     g.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     g.set_defaults(func=cmd_generate)
     r = sub.add_parser("run", help="run a bundle job's notebooks locally with papermill (default: segmentation)")
@@ -179,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     ia.add_argument("--transactions", metavar="JSON",
                     help="the lab's customer_transactions.json (default: none, so no spend)")
     ia.set_defaults(func=cmd_import_airline)
+    ir = sub.add_parser("import-retail",
+                        help="build retail_transactions from the UCI Online Retail file (plain or .gz)")
+    ir.add_argument("csv", metavar="CSV", help="the UCI Online Retail layout: InvoiceNo, StockCode, Description, "
+                                                "Quantity, InvoiceDate, UnitPrice, CustomerID, Country")
+    _add_common(ir)
+    ir.set_defaults(func=cmd_import_retail)
     b = sub.add_parser("bench", help="time the segmentation job at several sizes beside the lab's code and scikit-learn")
     b.add_argument("--sizes", help="comma-separated member counts (default: 62988,1000000)")
     b.add_argument("--large", action="store_true", help="also 10,000,000 members")

@@ -472,3 +472,236 @@ def import_airline(spark: SparkSession, csv_path: str, schema: str, transactions
     for line in report.lines():
         log(line)
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# The UCI "Online Retail" file -> retail_transactions (the retail recipe)
+# ---------------------------------------------------------------------------------------------
+#
+# One row per invoice line: InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice,
+# CustomerID, Country. What is kept, and why:
+#
+# * rows without a CustomerID are excluded (RFM needs a customer; a quarter of the real file) and counted;
+# * cancellations (InvoiceNo "C...", negative Quantity) are kept: they net against revenue downstream;
+# * UnitPrice 0 is excluded: it adds no revenue, and an invoice made only of free lines (samples, manual
+#   fixes) would count as a purchase; UnitPrice < 0 is excluded too ("Adjust bad debt" bookings are not
+#   purchases); Quantity 0 is excluded (not a line of anything);
+# * a value that is there but does not parse (a date, a number, a CustomerID that is not a whole number)
+#   excludes its row, counted by column: never a silent null. Each excluded row is counted once, under
+#   the first reason in RETAIL_EXCLUSIONS;
+# * product_id is StockCode; category, discount and channel are null (the file has none);
+# * retail_customers is not written: the file has no customer attributes, and the recipe treats that
+#   table as optional. One left in the schema by an earlier import or demo is reported, not dropped.
+
+RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID",
+                  "Country")
+RETAIL_WHAT = "the UCI Online Retail file (8 columns: InvoiceNo ... Country)"
+# InvoiceDate: the CSV export's ISO form or the original xlsx's US form (minutes only); seconds optional in
+# both. Regex groups: year, month, day (their positions), then hour, minute, second.
+RETAIL_TIMESTAMP_FORMATS = {
+    "yyyy-MM-dd HH:mm:ss": (r"^(\d{4})-(\d{1,2})-(\d{1,2})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?$", (1, 2, 3)),
+    "M/d/yyyy H:mm": (r"^(\d{1,2})/(\d{1,2})/(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?$", (3, 1, 2)),
+}
+_LONG_MAX = 2 ** 63 - 1
+
+# Exclusion reasons in the order they are checked (a row counts under the first that applies).
+RETAIL_EXCLUSIONS = {
+    "no_customer": "rows without CustomerID excluded",
+    "bad_customer": "rows whose CustomerID is not a whole number excluded",
+    "no_invoice": "rows without InvoiceNo excluded",
+    "bad_date": "rows without a valid InvoiceDate excluded",
+    "bad_quantity": "rows without a whole-number Quantity excluded",
+    "bad_price": "rows without a numeric UnitPrice excluded",
+    "zero_price": "rows with UnitPrice 0 excluded (no revenue)",
+    "negative_price": "rows with UnitPrice < 0 excluded (adjustments, not purchases)",
+    "zero_quantity": "rows with Quantity 0 excluded",
+}
+
+
+def parse_long(c: Column) -> Column:
+    """A whole number (``17850``, ``17850.0``) in long range, else null."""
+    d = c.try_cast("decimal(38,10)")
+    return F.when((d == F.floor(d)) & d.between(-_LONG_MAX - 1, _LONG_MAX), d.try_cast("long"))
+
+
+def parse_timestamp(c: Column, fmt: str) -> Column:
+    """A real date and time written as *fmt* (a key of RETAIL_TIMESTAMP_FORMATS), else null; never an error
+    (try_make_timestamp rejects 2/30 or 25:00 rather than rolling them over). A wall-clock time in the
+    session time zone, as to_timestamp reads one."""
+    pattern, (yi, mi, di) = RETAIL_TIMESTAMP_FORMATS[fmt]
+    part = lambda i: F.regexp_extract(c, pattern, i).try_cast("int")  # noqa: E731
+    seconds = F.coalesce(part(6), F.lit(0))  # "" when absent: try_cast gives null
+    return F.when(c.rlike(pattern), F.try_make_timestamp(part(yi), part(mi), part(di), part(4), part(5), seconds))
+
+
+def parse_retail_timestamp(c: Column) -> Column:
+    return F.coalesce(*[parse_timestamp(c, f) for f in RETAIL_TIMESTAMP_FORMATS])
+
+
+def read_retail_csv(spark: SparkSession, path: str) -> DataFrame:
+    """The UCI Online Retail file (plain or gzipped CSV): its 8 columns as written, as strings."""
+    return read_csv_strings(spark, path, RETAIL_COLUMNS, RETAIL_WHAT)
+
+
+def _let(value: Column, body) -> Column:
+    """``body(value)`` with *value* computed once per row. A one-element transform binds it to a lambda
+    variable, which Spark neither inlines into every use nor compiles (higher-order functions are
+    interpreted). Without it, the row filter pushed down through the parsing repeated every regex of
+    every column several times, and the write's generated code outgrew the JVM's 64 KB method limit."""
+    return F.element_at(F.transform(F.array(value), body), 1)
+
+
+def retail_parsed(raw_df: DataFrame) -> DataFrame:
+    """Every row, cleaned, with its parsed values (``_customer``, ``_ts``, ``_quantity``, ``_price``: the
+    source names differ only in case) and ``_reason``: its exclusion (a RETAIL_EXCLUSIONS key), or null
+    when it is kept."""
+    cleaned = F.struct(*[clean_string(F.col(c)).alias(c) for c in RETAIL_COLUMNS])
+    parsed = _let(cleaned, lambda r: F.struct(
+        *[r[c].alias(c) for c in RETAIL_COLUMNS],
+        parse_long(r["CustomerID"]).alias("_customer"),
+        parse_retail_timestamp(r["InvoiceDate"]).alias("_ts"),
+        parse_int(r["Quantity"]).alias("_quantity"),
+        parse_double(r["UnitPrice"]).alias("_price"),
+    ))
+    fields = [*RETAIL_COLUMNS, "_customer", "_ts", "_quantity", "_price"]
+    row = _let(parsed, lambda p: F.struct(*[p[c].alias(c) for c in fields], (
+        F.when(p["CustomerID"].isNull(), "no_customer")
+        .when(p["_customer"].isNull(), "bad_customer")
+        .when(p["InvoiceNo"].isNull(), "no_invoice")
+        .when(p["_ts"].isNull(), "bad_date")
+        .when(p["_quantity"].isNull(), "bad_quantity")
+        .when(p["_price"].isNull(), "bad_price")
+        .when(p["_price"] == 0, "zero_price")
+        .when(p["_price"] < 0, "negative_price")
+        .when(p["_quantity"] == 0, "zero_quantity")).alias("_reason")))
+    return raw_df.select(row.alias("_row")).select("_row.*")
+
+
+def retail_transactions_table(raw_df: DataFrame) -> DataFrame:
+    """retail_transactions from the raw file, lazily: the kept rows in the recipe's schema."""
+    kept = retail_parsed(raw_df).where(F.col("_reason").isNull())
+    return conform(kept.select(
+        F.col("InvoiceNo").alias("invoice_id"), F.col("_customer").alias("customer_id"),
+        F.col("_ts").alias("invoice_ts"), F.col("StockCode").alias("product_id"),
+        F.lit(None).cast("string").alias("category"), F.col("_quantity").alias("quantity"),
+        F.col("_price").alias("unit_price"),
+        F.lit(None).cast("double").alias("discount"), F.col("Country").alias("country"),
+        F.lit(None).cast("string").alias("channel"),
+    ), TB.RETAIL_SCHEMAS[TB.RETAIL_TRANSACTIONS])
+
+
+@dataclass
+class RetailImportReport(ImportReport):
+    """What import_retail did with the file's rows (``written``, ``notes``, ``seconds`` as ImportReport)."""
+    path: str = ""
+    rows_read: int = 0
+    rows_kept: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)  # RETAIL_EXCLUSIONS key -> rows
+    kept: dict[str, int] = field(default_factory=dict)      # label -> rows among the kept ones
+    in_file: dict[str, int] = field(default_factory=dict)   # label -> rows in the whole file, kept or not
+    customers: int = 0
+    invoices: int = 0
+    cancellation_invoices: int = 0
+    countries: int = 0
+    first_ts: object = None                                 # earliest and latest kept invoice_ts
+    last_ts: object = None
+    dates_present: int = 0                                  # InvoiceDate values given, and those not parsed
+    dates_bad: int = 0
+
+    def lines(self) -> list[str]:
+        out = ["Import report", f"  UCI Online Retail: {self.path}", f"    rows read: {self.rows_read:,}"]
+        out.extend(f"    {RETAIL_EXCLUSIONS[k]}: {n:,}" for k, n in self.excluded.items() if n)
+        out.append(f"    rows kept: {self.rows_kept:,}")
+        out.extend(f"    {label}: {n:,}" for label, n in self.kept.items())
+        out.append(f"    customers {self.customers:,}, invoices {self.invoices:,} "
+                   f"(of which {self.cancellation_invoices:,} cancellations), countries {self.countries:,}")
+        if self.first_ts is not None:
+            out.append(f"    invoice dates {self.first_ts} .. {self.last_ts}")
+        out.append("    in the whole file: " + ", ".join(f"{label} {n:,}" for label, n in self.in_file.items()))
+        out.extend(f"  {note}" for note in self.notes)
+        out.append("  rows written: " + ", ".join(f"{t} {n:,}" for t, n in self.written.items()))
+        out.append(f"  done in {self.seconds:.1f} s")
+        return out
+
+
+def retail_report(raw_df: DataFrame, path: str = "") -> RetailImportReport:
+    """Every count of the report in one pass over the file."""
+    df = retail_parsed(raw_df)
+    keep = F.col("_reason").isNull()
+    is_c = F.coalesce(F.upper(F.col("InvoiceNo")).startswith("C"), F.lit(False))
+    negative = F.coalesce(F.col("_quantity") < 0, F.lit(False))
+    flags = {f"x_{k}": F.col("_reason") == k for k in RETAIL_EXCLUSIONS}
+    flags.update({
+        "k_c": keep & is_c, "k_neg_not_c": keep & negative & ~is_c,
+        "f_c": is_c, "f_neg": negative,
+        "f_zero": F.coalesce(F.col("_price") == 0, F.lit(False)),
+        "f_negp": F.coalesce(F.col("_price") < 0, F.lit(False)),
+        "f_no_customer": F.col("CustomerID").isNull(),
+    })
+    row = df.agg(
+        F.count(F.lit(1)).alias("n"), F.count_if(keep).alias("kept"),
+        *[F.count_if(e).alias(k) for k, e in flags.items()],
+        F.countDistinct(F.when(keep, F.col("_customer"))).alias("customers"),
+        F.countDistinct(F.when(keep, F.col("InvoiceNo"))).alias("invoices"),
+        F.countDistinct(F.when(keep & is_c, F.col("InvoiceNo"))).alias("c_invoices"),
+        F.countDistinct(F.when(keep, F.col("Country"))).alias("countries"),
+        F.min(F.when(keep, F.col("_ts"))).alias("first"), F.max(F.when(keep, F.col("_ts"))).alias("last"),
+        F.count("InvoiceDate").alias("dates_present"),
+        F.count_if(F.col("InvoiceDate").isNotNull() & F.col("_ts").isNull()).alias("dates_bad"),
+    ).first()
+    report = RetailImportReport(
+        path=path, rows_read=row["n"], rows_kept=row["kept"],
+        excluded={k: row[f"x_{k}"] for k in RETAIL_EXCLUSIONS},
+        kept={"cancellation lines kept (InvoiceNo C..., they net against revenue)": row["k_c"],
+              "negative quantities kept without a C invoice (returns, netted too)": row["k_neg_not_c"]},
+        in_file={"rows without CustomerID": row["f_no_customer"], "cancellation lines": row["f_c"],
+                 "negative quantities": row["f_neg"], "UnitPrice 0": row["f_zero"], "UnitPrice < 0": row["f_negp"]},
+        customers=row["customers"], invoices=row["invoices"], cancellation_invoices=row["c_invoices"],
+        countries=row["countries"], first_ts=row["first"], last_ts=row["last"],
+        dates_present=row["dates_present"], dates_bad=row["dates_bad"])
+    return report
+
+
+def check_retail_dates(report: RetailImportReport, raw_df: DataFrame) -> None:
+    """A few bad InvoiceDate values are excluded and counted; when most do not parse the file is in
+    another format and importing it would keep almost nothing: stop, naming the column."""
+    present, bad = report.dates_present, report.dates_bad
+    if present and bad * 2 > present:
+        examples = [r[0] for r in retail_parsed(raw_df).where(F.col("InvoiceDate").isNotNull() & F.col("_ts").isNull())
+                    .select("InvoiceDate").limit(3).collect()]
+        raise InputContractError(
+            f"{report.path}: column InvoiceDate: {bad:,} of {present:,} values are not dates in the formats "
+            f"{' or '.join(RETAIL_TIMESTAMP_FORMATS)} (e.g. {', '.join(repr(e) for e in examples)}); "
+            f"nothing was written")
+
+
+def import_retail(spark: SparkSession, csv_path: str, schema: str, catalog: str | None = None,
+                  log=print) -> RetailImportReport:
+    """Read the UCI Online Retail file (CSV or CSV.gz), write retail_transactions into *schema*, print
+    progress and the report. Bad input raises InputContractError before any write."""
+    start = time.perf_counter()
+    TB.check_identifier(schema, "schema")
+    check_local_input(csv_path, RETAIL_WHAT)
+    log(f"Reading {csv_path}")
+    raw = read_retail_csv(spark, csv_path)
+    log("Checking the rows")
+    report = retail_report(raw, csv_path)
+    check_retail_dates(report, raw)
+    if report.rows_kept == 0:
+        reasons = ", ".join(f"{RETAIL_EXCLUSIONS[k]} {n:,}" for k, n in report.excluded.items() if n) or "none"
+        raise InputContractError(
+            f"{csv_path}: no row can be imported into {TB.RETAIL_TRANSACTIONS} ({report.rows_read:,} rows read; "
+            f"{reasons}); expected lines with a CustomerID, a date, a quantity and a positive UnitPrice; "
+            f"nothing was written")
+    if TB.table_version(spark, TB.RETAIL_CUSTOMERS, schema, catalog) is not None:
+        report.notes.append(
+            f"note: {TB.table_name(TB.RETAIL_CUSTOMERS, schema, catalog)} exists and was left as it is; it "
+            f"describes other customers than this file (which has no customer attributes): drop it, or "
+            f"import into another schema")
+    log(f"Writing {TB.RETAIL_TRANSACTIONS} into {TB.schema_name(schema, catalog)}")
+    report.written = TB.write_tables(spark, {TB.RETAIL_TRANSACTIONS: retail_transactions_table(raw)}, schema,
+                                     catalog, log=log)
+    report.seconds = time.perf_counter() - start
+    for line in report.lines():
+        log(line)
+    return report
