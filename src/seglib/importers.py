@@ -555,15 +555,16 @@ def retail_parsed(raw_df: DataFrame) -> DataFrame:
     """Every row, cleaned, with its parsed values (``_customer``, ``_ts``, ``_quantity``, ``_price``: the
     source names differ only in case) and ``_reason``: its exclusion (a RETAIL_EXCLUSIONS key), or null
     when it is kept."""
-    cleaned = F.struct(*[clean_string(F.col(c)).alias(c) for c in RETAIL_COLUMNS])
+    used = [c for c in RETAIL_COLUMNS if c != "Description"]  # not written: not worth its regexes
+    cleaned = F.struct(*[clean_string(F.col(c)).alias(c) for c in used])
     parsed = _let(cleaned, lambda r: F.struct(
-        *[r[c].alias(c) for c in RETAIL_COLUMNS],
+        *[r[c].alias(c) for c in used],
         parse_long(r["CustomerID"]).alias("_customer"),
         parse_retail_timestamp(r["InvoiceDate"]).alias("_ts"),
         parse_int(r["Quantity"]).alias("_quantity"),
         parse_double(r["UnitPrice"]).alias("_price"),
     ))
-    fields = [*RETAIL_COLUMNS, "_customer", "_ts", "_quantity", "_price"]
+    fields = [*used, "_customer", "_ts", "_quantity", "_price"]
     row = _let(parsed, lambda p: F.struct(*[p[c].alias(c) for c in fields], (
         F.when(p["CustomerID"].isNull(), "no_customer")
         .when(p["_customer"].isNull(), "bad_customer")
@@ -577,9 +578,17 @@ def retail_parsed(raw_df: DataFrame) -> DataFrame:
     return raw_df.select(row.alias("_row")).select("_row.*")
 
 
+def _kept_rows(parsed: DataFrame) -> DataFrame:
+    """The rows without an exclusion reason. An explode of a 0- or 1-row array rather than where(): Spark
+    pushes a where() down through the parsing and would parse every row twice (filter, then output)."""
+    row = F.struct(*[F.col(c) for c in parsed.columns])
+    return parsed.select(F.explode(F.filter(F.array(row), lambda r: r["_reason"].isNull())).alias("_row")) \
+        .select("_row.*")
+
+
 def retail_transactions_table(raw_df: DataFrame) -> DataFrame:
     """retail_transactions from the raw file, lazily: the kept rows in the recipe's schema."""
-    kept = retail_parsed(raw_df).where(F.col("_reason").isNull())
+    kept = _kept_rows(retail_parsed(raw_df))
     return conform(kept.select(
         F.col("InvoiceNo").alias("invoice_id"), F.col("_customer").alias("customer_id"),
         F.col("_ts").alias("invoice_ts"), F.col("StockCode").alias("product_id"),
