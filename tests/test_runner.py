@@ -46,3 +46,12 @@ def test_notebooks_are_committed_without_outputs():
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, path.name
+
+
+@pytest.mark.parametrize("command", ["generate", "demo"])
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_customers_must_be_a_positive_count(command, value, capsys):
+    from seglib.cli import build_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--customers", value])
+    assert f"argument --customers: must be a whole number >= 1, got '{value}'" in capsys.readouterr().err

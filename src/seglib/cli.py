@@ -16,6 +16,17 @@ def _log(*args, **kwargs):
     sys.stdout.flush()
 
 
+def _positive(text: str) -> int:
+    """--customers: a whole number >= 1 (argparse turns the error into a usage message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lakehouse", default=DEFAULT_LAKEHOUSE, help="local lakehouse folder (default: %(default)s)")
     p.add_argument("--schema", default="contoso", help="schema holding the Gold tables (default: %(default)s)")
@@ -158,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recipe", choices=["airline", "retail"], default="airline",
                    help="airline (the Contoso Gold layer) or retail (retail_transactions, retail_customers) "
                         "(default: %(default)s)")
-    g.add_argument("--customers", type=int,
+    g.add_argument("--customers", type=_positive,
                    help="customers to generate (default: 62988 airline members, 1000 retail customers)")
     g.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     g.set_defaults(func=cmd_generate)
@@ -175,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(d)
     d.add_argument("--recipe", choices=["airline", "retail"], default="airline",
                    help="airline (the Contoso Gold layer) or retail (invoice lines, RFM) (default: %(default)s)")
-    d.add_argument("--customers", type=int, help="customers, when generating (default: 62988 airline, 1000 retail)")
+    d.add_argument("--customers", type=_positive, help="customers, when generating (default: 62988 airline, 1000 retail)")
     d.add_argument("--seed", type=int, default=42, help="generator seed, when generating (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
     rr = sub.add_parser("remote-run", help="run the deployed job in a Databricks workspace and follow it")
