@@ -212,6 +212,15 @@ def test_as_of_leaves_later_lines_out(transactions):
             report.customers_net_revenue_not_positive) == (4, 2, 1, 1)  # B1, D1, D2, X1 are later
 
 
+@pytest.mark.parametrize("as_of", [None, date(2024, 3, 15)])
+def test_rfm_and_report_from_one_grouping_equal_the_two_apart(transactions, as_of):
+    """What the features step uses: one cached grouping gives the same rows and report as the two calls."""
+    rfm, report = R.customer_rfm_and_report(transactions, as_of)
+    assert _rows(rfm) == _rows(R.customer_rfm(transactions, as_of))
+    assert report == R.rfm_report(transactions, as_of)
+    assert report.as_of == (as_of or date(2024, 4, 1))
+
+
 def test_missing_column_names_the_table(spark):
     tx = spark.createDataFrame([("A1", 1)], "invoice_id string, customer_id long")
     with pytest.raises(InputContractError, match=r"retail_transactions.*invoice_ts, quantity, unit_price"):

@@ -55,3 +55,79 @@ def test_customers_must_be_a_positive_count(command, value, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, "--customers", value])
     assert f"argument --customers: must be a whole number >= 1, got '{value}'" in capsys.readouterr().err
+
+
+def _notebook(path: Path, *cells: str) -> Path:
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _live_children() -> list[int]:
+    """This process's child processes still running (Linux /proc; zombies do not count)."""
+    import os
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split() if stat else []
+        if fields and int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_each_notebook_gets_a_fresh_kernel_with_its_imports_loaded_ahead(tmp_path):
+    """Kernels are started ahead and preload what their notebook imports, but every notebook still has a
+    process and a namespace of its own, and gets its parameters."""
+    from seglib.runner import _execute
+    record = tmp_path / "record.txt"
+    first = _notebook(tmp_path / "a.ipynb", "n = 0",
+                      f"import os, sys\nleaked = 'secret'\nopen({str(record)!r}, 'a').write(f'a {{os.getpid()}} {{n}}\\n')")
+    second = _notebook(tmp_path / "b.ipynb", "n = 0",
+                       # before this notebook imports anything: its late import is already loaded, unbound
+                       "import sys as _s\nahead = all(m in _s.modules and m not in globals() for m in "
+                       "('fractions', 'late_helper', 'helper_needs'))\n"
+                       "alone = 'leaked' not in globals() and 'importlib' not in globals() and 'm' not in globals()",
+                       f"import os\nopen({str(record)!r}, 'a').write(f'b {{os.getpid()}} {{n}} {{ahead}} {{alone}}\\n')",
+                       "from fractions import Fraction\nimport late_helper")
+    # A module can name what it imports only later, when called (seglib.tracking: mlflow).
+    (tmp_path / "late_helper.py").write_text("__preload__ = ('helper_needs',)\n")
+    (tmp_path / "helper_needs.py").write_text("")
+    declared = {"a": {"n": "int"}, "b": {"n": "int"}}
+    result = _execute([first, second], declared, {"n": "7"}, tmp_path / "out", log=lambda *a, **k: None)
+    assert list(result.timings) == ["a", "b"]
+    (a, pid_a, n_a), (b, pid_b, n_b, ahead, alone) = [line.split() for line in record.read_text().splitlines()]
+    assert (a, b, n_a, n_b) == ("a", "b", "7", "7")
+    assert pid_a != pid_b
+    assert ahead == "True" and alone == "True"
+    assert not _pid_alive(int(pid_a)) and not _pid_alive(int(pid_b))  # shut down once the run ends
+
+
+def test_a_failing_notebook_stops_the_run_and_every_kernel(tmp_path):
+    from seglib.runner import NotebookFailure, _execute
+    pids = tmp_path / "pids.txt"
+    cells = ["n = 0", f"import os\nopen({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')"]
+    failing = _notebook(tmp_path / "a.ipynb", *cells, "raise ValueError('boom in a')")
+    never = _notebook(tmp_path / "b.ipynb", *cells)
+    with pytest.raises(NotebookFailure) as e:
+        _execute([failing, never], {"a": {}, "b": {}}, {}, tmp_path / "out", log=lambda *a, **k: None)
+    assert (e.value.notebook, e.value.ename, e.value.evalue) == ("a", "ValueError", "boom in a")
+    assert not (tmp_path / "out" / "b.ipynb").exists()
+    [pid] = pids.read_text().split()  # b's kernel was started ahead but never ran a cell
+    assert not _pid_alive(int(pid))
+    assert _live_children() == []  # b's kernel too

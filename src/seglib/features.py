@@ -138,7 +138,7 @@ def feature_inputs(spark, schema: str, catalog: str | None = None, recipe: str =
     from .load import read_input
     rec = R.get(recipe)
     tables = {t: read_input(spark, t, schema, catalog, missing_ok=t in rec.optional_inputs)
-              for t in ((TB.KPI_CUSTOMER_VALUE,) if rec.name == "airline" else rec.inputs)}
+              for t in rec.feature_inputs}
     return {t: df for t, df in tables.items() if df is not None}
 
 
@@ -155,11 +155,11 @@ def build_retail_features(transactions: DataFrame, customers: DataFrame | None =
     bins = rfm.parse_rfm_bins(rfm_bins)
     as_of = rfm.parse_as_of(as_of) if isinstance(as_of, str) else as_of
     as_of = rfm.default_as_of(transactions) if as_of is None else as_of
-    found = rfm.rfm_report(transactions, as_of)
+    customer_rfm, found = rfm.customer_rfm_and_report(transactions, as_of)
     if not found.customers:
         raise InputContractError(f"input table {TB.RETAIL_TRANSACTIONS}: no line with a customer_id on or before "
                                  f"as_of {as_of.isoformat()}; expected invoice lines of identified customers")
-    scored = rfm.segment_rfm(rfm.rfm_scores(rfm.customer_rfm(transactions, as_of).cache(), bins), bins)
+    scored = rfm.segment_rfm(rfm.rfm_scores(customer_rfm, bins), bins)
     if customers is not None:
         attributes = customers.select("customer_id", *TB.RETAIL_ATTRIBUTE_COLUMNS)
         scored = scored.join(attributes, "customer_id", "left")

@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from . import contracts as C
+from . import parallel
 from . import recipes as R
 from . import tables as TB
 from .errors import InputContractError
@@ -93,17 +94,20 @@ def load_gold(spark: SparkSession, schema: str, catalog: str | None = None,
     raw = {t: _read_raw(spark, t, schema, catalog, missing_ok=t in rec.optional_inputs) for t in rec.inputs}
     absent = [t for t, df in raw.items() if df is None]
     raw = {t: df for t, df in raw.items() if df is not None}
-    tables, checks = {}, []
-    for table, df in raw.items():
+
+    def check(table: str) -> tuple[DataFrame, C.TableCheck]:
         name = TB.table_name(table, schema, catalog)
         try:
-            tables[table], found = C.check_table(df, C.contract(table, rec.name), name)
+            return C.check_table(raw[table], C.contract(table, rec.name), name)
         except InputContractError:
             raise
         except Exception as e:  # noqa: BLE001 - a Delta folder whose files cannot be read, say
             raise InputContractError(f"input table {name} cannot be read: {type(e).__name__}: "
                                      f"{str(e).splitlines()[0]}") from None
-        checks.append(found)
+
+    checked = parallel.each(check, list(raw))  # one aggregation pass per table, side by side
+    tables = {t: df for t, (df, _) in zip(raw, checked)}
+    checks = [found for _, found in checked]
     C.raise_violations(checks, rec.name)
     return tables, LoadReport(checks, absent)
 
@@ -112,7 +116,8 @@ def record_inputs(spark: SparkSession, counts: dict[str, int], schema: str, cata
     """The Gold tables' Delta versions and row counts as this run read them (for the run log). The run's
     first write: it creates the output schema when outputs are catalog tables and inputs come from a path."""
     TB.ensure_schema(spark, [TB.SEG_INPUTS], schema, catalog)
-    rows = [(t, TB.table_version(spark, t, schema, catalog), n) for t, n in counts.items()]
+    found = parallel.each(lambda t: TB.table_version(spark, t, schema, catalog), list(counts))
+    rows = [(t, v, n) for (t, n), v in zip(counts.items(), found)]
     df = spark.createDataFrame(rows, "table string, version long, rows long")
     TB.save_table(df, TB.SEG_INPUTS, schema, catalog)
     return df

@@ -25,6 +25,7 @@ import os
 
 from pyspark.sql import DataFrame, SparkSession
 
+from . import parallel
 from . import tables as TB
 from .errors import ConcurrentRunError, SeglibError, ValidationError
 
@@ -46,7 +47,7 @@ def run_ids(df: DataFrame) -> list[str]:
 
 
 def versions(spark: SparkSession, tables: list[str], schema: str, catalog: str | None = None) -> dict[str, int | None]:
-    return {t: TB.table_version(spark, t, schema, catalog) for t in tables}
+    return dict(zip(tables, parallel.each(lambda t: TB.table_version(spark, t, schema, catalog), tables)))
 
 
 def _restore(spark: SparkSession, table: str, version: int | None, schema: str, catalog: str | None) -> None:

@@ -30,6 +30,9 @@ class Recipe:
     rank_feature: str                        # orders extra clusters (k above the number of names)
     profile_averages: dict[str, str]         # profile column -> seg_features column
     customers_table: str                     # the input table that lists the customers (named in errors)
+    feature_inputs: tuple[str, ...]          # the input tables the features step reads
+    base_table: str                          # what gold_customer_segments_ml has a row of per customer: an
+                                             # input table, or a handover table (seglib.tables)
     key: str = "customer_key"                # the customer column of the gold output
     optional_inputs: tuple[str, ...] = field(default=())
 
@@ -38,6 +41,8 @@ AIRLINE = Recipe(
     name="airline",
     inputs=TB.GOLD_INPUTS,
     customers_table=TB.KPI_CUSTOMER_VALUE,
+    feature_inputs=(TB.KPI_CUSTOMER_VALUE,),
+    base_table=TB.KPI_CUSTOMER_VALUE,
     features=("age", "total_flights", "total_km_flown", "total_loyalty_points", "days_since_last_flight",
               "total_spent", "transaction_count"),
     log_features=("total_flights", "total_km_flown", "total_loyalty_points", "total_spent", "transaction_count",
@@ -80,6 +85,8 @@ RETAIL = Recipe(
     inputs=(TB.RETAIL_TRANSACTIONS, TB.RETAIL_CUSTOMERS),
     optional_inputs=(TB.RETAIL_CUSTOMERS,),
     customers_table=TB.RETAIL_TRANSACTIONS,
+    feature_inputs=(TB.RETAIL_TRANSACTIONS, TB.RETAIL_CUSTOMERS),
+    base_table=TB.SEG_FEATURES,  # the customers with their RFM values, scores and rule segment
     features=("recency_days", "frequency", "monetary"),
     log_features=("recency_days", "frequency", "monetary"),
     signatures=(

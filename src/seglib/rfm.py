@@ -171,9 +171,11 @@ def customer_rfm(transactions: DataFrame, as_of: date | None = None) -> DataFram
     last_purchase (dates): one row per customer with a line on or before *as_of* (None = the default,
     which costs one small job now). The definitions are in the module's docstring."""
     as_of = default_as_of(transactions) if as_of is None else _check_as_of(as_of)
-    return (_by_customer(transactions, as_of)
-            .where(F.col("customer_id").isNotNull() & (F.col("_kept") > 0))
-            .select(*RFM_COLUMNS))
+    return _customers(_by_customer(transactions, as_of))
+
+
+def _customers(grouped: DataFrame) -> DataFrame:
+    return grouped.where(F.col("customer_id").isNotNull() & (F.col("_kept") > 0)).select(*RFM_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -207,9 +209,20 @@ class RfmReport:
 def rfm_report(transactions: DataFrame, as_of: date | None = None) -> RfmReport:
     """The counts, in one query over the transactions (as_of None = the default)."""
     as_of = default_as_of(transactions) if as_of is None else _check_as_of(as_of)
+    return _report(_by_customer(transactions, as_of), as_of)
+
+
+def customer_rfm_and_report(transactions: DataFrame, as_of: date | None = None) -> tuple[DataFrame, RfmReport]:
+    """customer_rfm and rfm_report from one grouping of the transactions (cached), not two."""
+    as_of = default_as_of(transactions) if as_of is None else _check_as_of(as_of)
+    grouped = _by_customer(transactions, as_of).cache()
+    return _customers(grouped), _report(grouped, as_of)
+
+
+def _report(grouped: DataFrame, as_of: date) -> RfmReport:
     known = F.col("customer_id").isNotNull()
     customer = known & (F.col("_kept") > 0)
-    r = _by_customer(transactions, as_of).agg(
+    r = grouped.agg(
         F.sum("_rows").alias("rows"),
         F.sum(F.when(~known, F.col("_rows"))).alias("rows_without_customer"),
         F.sum("_no_date").alias("rows_without_date"),

@@ -213,8 +213,10 @@ def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = Non
     """Every table seglib writes: Delta, overwrite with the schema replaced (the lab's mode) or append,
     at its path or as a catalog table. Returns the path or the qualified name.
 
-    The schema is only replaced when the columns changed: on a catalog table that costs a metastore
-    update, which made an overwrite of 100 rows take 3.9 s instead of 2.3 s locally."""
+    The table is only replaced when its columns changed. A catalog table with the same columns gets a
+    plain Delta overwrite (DataFrameWriterV2, columns matched by name): one WRITE commit that keeps the
+    table's properties. saveAsTable would run CREATE OR REPLACE TABLE AS SELECT and update the
+    metastore: 2.3-2.9 s for 10 rows over local Spark Connect against 1.5 s."""
     spark = df.sparkSession
     path = table_path(table)
     name = qualified(table, schema, catalog)
@@ -225,6 +227,9 @@ def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = Non
             same = _same_columns(df, existing)
         except Exception:  # noqa: BLE001 - not there yet (or unreadable): written with its schema, as before
             same = False
+        if same and not path:
+            df.writeTo(name).overwrite(F.lit(True))
+            return name
         writer = writer if same else writer.option("overwriteSchema", "true")
     if path:
         writer.save(path)

@@ -45,6 +45,10 @@ from .session import DEFAULT_LAKEHOUSE, is_managed_runtime
 if TYPE_CHECKING:
     from .cluster import ClusterResult
 
+# Imported ahead by the local runner while the notebook before runs (seglib.runner); here it is imported
+# only when a run is logged, as the import takes about 3 s.
+__preload__ = ("mlflow",)
+
 TRACKING = ("auto", "on", "off")
 INSTALL_HINT = "pip install 'seglib[mlflow]'"
 DEFAULT_EXPERIMENT = "seglib-segmentation"

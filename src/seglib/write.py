@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from . import parallel
 from . import publish as P
 from . import recipes as R
 from . import tables as TB
@@ -36,9 +37,10 @@ def customer_base(spark: SparkSession, schema: str, catalog: str | None = None, 
     """The rows gold_customer_segments_ml has one of per customer, before the segment columns: the
     airline's kpi_customer_value; retail's customers with their RFM values, scores and rule segment
     (seg_features, from the features step)."""
-    if R.get(recipe).name == "airline":
-        return read_input(spark, TB.KPI_CUSTOMER_VALUE, schema, catalog)
-    return TB.read_table(spark, TB.SEG_FEATURES, schema, catalog)
+    rec = R.get(recipe)
+    if rec.base_table in rec.inputs:
+        return read_input(spark, rec.base_table, schema, catalog)
+    return TB.read_table(spark, rec.base_table, schema, catalog)
 
 
 def _labelled(base: DataFrame, assignments: DataFrame, run_id: str) -> DataFrame:
@@ -90,7 +92,7 @@ def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame, re
     """Each customer of the base exactly once with a segment and a name; summary counts add up (per
     grouping, for retail)."""
     rec = R.get(recipe)
-    key, source = rec.key, (TB.KPI_CUSTOMER_VALUE if rec.name == "airline" else TB.SEG_FEATURES)
+    key, source = rec.key, rec.base_table
     kpi_rows = kpi.count()
     s = segments.agg(F.count("*").alias("rows"), F.countDistinct(key).alias("keys"),
                      F.count_if(F.col("segment").isNull() | F.col("segment_name").isNull()).alias("unlabelled"),
@@ -152,9 +154,9 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, s
 
 def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None = None) -> DataFrame:
     """Append this run's row to gold_segmentation_runs, from the steps' handover tables."""
-    m = TB.read_table(spark, TB.SEG_CLUSTER_METRICS, schema, catalog).first()
-    inputs = TB.read_table(spark, TB.SEG_INPUTS, schema, catalog).collect()  # one row per Gold table
-    report = TB.read_table(spark, TB.SEG_FEATURE_REPORT, schema, catalog).first()
+    m, inputs, report = parallel.each(lambda t: TB.read_table(spark, t, schema, catalog).collect(),
+                                      [TB.SEG_CLUSTER_METRICS, TB.SEG_INPUTS, TB.SEG_FEATURE_REPORT])
+    (m,), (report,) = m, report  # one row each; inputs: one row per Gold table
     parameters = {**(m["parameters"] or {}), "null_policy": report["null_policy"]}
     row = (written["run_id"], datetime.now(timezone.utc).replace(tzinfo=None), m["mode"], parameters, m["k"],
            m["silhouette"], m["stability_ari"], m["segment_stability"], m["unstable_segments"],
