@@ -115,6 +115,12 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib", conf: 
     here = Path(__file__).parent
     log4j = here / "log4j2.properties"
     cores = os.cpu_count() or 2
+    if "-XX:SharedArchiveFile" not in java_options and "-XX:ArchiveClassesAtExit" not in java_options:
+        # The class archive the shared server recorded (_serve) serves any local JVM with these jars:
+        # a test session or a notebook's own Spark loads Spark's classes from it too.
+        archive = _class_archive()
+        if archive.exists() and _cached_jars():
+            java_options += f" -XX:SharedArchiveFile={archive} -Xlog:cds=off -Xlog:cds+dynamic=off"
     java_opts = " ".join([f"-Dderby.system.home={root} -Dlog4j2.configurationFile=file:{log4j}", java_options,
                           os.environ.get("SEGLIB_JAVA_OPTS", "")])
     builder = (
