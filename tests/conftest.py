@@ -28,6 +28,7 @@ def pytest_configure(config):
                             "local_session(sys.argv[1], app_name='seglib-jars').stop()", lakehouse], check=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(items):
     """One xdist group per module (its module-scoped fixtures are built once), except that every test
     using the published demo lakehouse shares one group (the session fixture is built once)."""
