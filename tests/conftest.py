@@ -28,13 +28,12 @@ def pytest_configure(config):
                             "local_session(sys.argv[1], app_name='seglib-jars').stop()", lakehouse], check=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
-def pytest_collection_modifyitems(items):
+def pytest_itemcollected(item):
     """One xdist group per module (its module-scoped fixtures are built once), except that every test
-    using the published demo lakehouse shares one group (the session fixture is built once)."""
-    for item in items:
-        uses_published = "published" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("published" if uses_published else item.module.__name__))
+    using the published demo lakehouse shares one group (the session fixture is built once). Marked as
+    each test is collected: xdist reads the groups in its collection_modifyitems hook."""
+    uses_published = "published" in getattr(item, "fixturenames", ())
+    item.add_marker(pytest.mark.xdist_group("published" if uses_published else item.module.__name__))
 
 
 @pytest.fixture(scope="session")
