@@ -15,27 +15,6 @@ _schemas = itertools.count()
 os.environ.setdefault("SEGLIB_JAVA_OPTS", "-XX:TieredStopAtLevel=1")
 
 
-def pytest_configure(config):
-    """Before the workers start (xdist's controller, or a plain run): Delta's jars resolved once, so two
-    workers never run Ivy on one cache at the same time on a fresh machine."""
-    if hasattr(config, "workerinput"):
-        return
-    from seglib.session import _cached_jars
-    if _cached_jars() is None:  # in a process of its own: its JVM goes when it ends
-        import tempfile
-        with tempfile.TemporaryDirectory() as lakehouse:
-            subprocess.run([sys.executable, "-c", "import sys; from seglib.session import local_session; "
-                            "local_session(sys.argv[1], app_name='seglib-jars').stop()", lakehouse], check=True)
-
-
-def pytest_itemcollected(item):
-    """One xdist group per module (its module-scoped fixtures are built once), except that every test
-    using the published demo lakehouse shares one group (the session fixture is built once). Marked as
-    each test is collected: xdist reads the groups in its collection_modifyitems hook."""
-    uses_published = "published" in getattr(item, "fixturenames", ())
-    item.add_marker(pytest.mark.xdist_group("published" if uses_published else item.module.__name__))
-
-
 @pytest.fixture(scope="session")
 def lakehouse(tmp_path_factory):
     return tmp_path_factory.mktemp("lakehouse")
