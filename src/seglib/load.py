@@ -12,6 +12,7 @@ from . import parallel
 from . import recipes as R
 from . import tables as TB
 from .errors import InputContractError
+from .publish import versions
 
 
 def _expected(table: str) -> str:
@@ -116,8 +117,8 @@ def record_inputs(spark: SparkSession, counts: dict[str, int], schema: str, cata
     """The Gold tables' Delta versions and row counts as this run read them (for the run log). The run's
     first write: it creates the output schema when outputs are catalog tables and inputs come from a path."""
     TB.ensure_schema(spark, [TB.SEG_INPUTS], schema, catalog)
-    found = parallel.each(lambda t: TB.table_version(spark, t, schema, catalog), list(counts))
-    rows = [(t, v, n) for (t, n), v in zip(counts.items(), found)]
+    found = versions(spark, list(counts), schema, catalog)
+    rows = [(t, found[t], n) for t, n in counts.items()]
     df = spark.createDataFrame(rows, "table string, version long, rows long")
     TB.save_table(df, TB.SEG_INPUTS, schema, catalog)
     return df
