@@ -21,12 +21,14 @@ PIPELINE = ["01_load", "02_features", "03_cluster", "04_profile", "05_write", "0
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("retail")
-    lakehouse, out = root / "lakehouse", root / "runs"
+def run(published, published_spark, tmp_path_factory):
+    """`seglib demo --recipe retail` in schema shop of the published lakehouse, on its shared Spark server
+    (warm by now: a JVM start and its first slow queries saved)."""
+    lakehouse, out = published[0], tmp_path_factory.mktemp("retail") / "runs"
+    env = {k: v for k, v in published_spark.items() if not k.startswith("_")}
     proc = seglib_cli("demo", "--recipe", "retail", "--lakehouse", str(lakehouse), "--schema", "shop",
                       "--customers", str(CUSTOMERS), "--seed", "5", "--output", str(out),
-                      "--param", "n_init=2", "--param", "stability_runs=1")
+                      "--param", "n_init=2", "--param", "stability_runs=1", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return lakehouse, out, proc
 
@@ -109,7 +111,8 @@ def test_the_fit_is_an_mlflow_run(run):
     lakehouse, _, _ = run
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{lakehouse}/mlflow.db")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string="params.recipe = 'retail'")  # other runs used this lakehouse
     assert len(runs) == 1
     logged = runs[0].data
     assert logged.params["recipe"] == "retail" and logged.params["k"] == "5"

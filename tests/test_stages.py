@@ -1,11 +1,12 @@
 """Cluster, profile and write on the small demo fixture, through real Delta tables."""
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
 from seglib import tables as TB
-from seglib.cluster import (cluster_means, fit_segments, fit_transform, model_column, parse_fit_sample, parse_k,
+from seglib.cluster import (fit_segments, fit_transform, model_column, parse_fit_sample, parse_k,
                             parse_k_range, save_cluster_outputs, save_model)
 from seglib.errors import InputContractError, ParameterError, ValidationError
 from seglib.features import FEATURES, build_features
@@ -83,8 +84,13 @@ def test_fit_assigns_every_customer_and_saves_a_reusable_model(spark, fitted, sc
     assert result.assignments.count() == features.count() == 3000
     assert result.assignments.select("cluster").distinct().count() == 5
     assert 0.3 < result.silhouette <= 1
-    means = cluster_means(features, result.assignments).toPandas()
-    assert means.customers.sum() == 3000
+    # The means kept from the naming pass equal a separate join of features and assignments, in pandas.
+    joined = features.toPandas().merge(result.assignments.toPandas(), on="customer_key")
+    expected = joined.groupby(["segment", "segment_name"])[FEATURES].mean()
+    expected.insert(0, "customers", joined.groupby(["segment", "segment_name"]).size())
+    means = result.segment_means().set_index(["segment", "segment_name"])
+    assert means.customers.sum() == 3000 and len(means) == 5
+    pd.testing.assert_frame_equal(means, expected, check_dtype=False, check_index_type=False, atol=0.051)  # means to 0.1
     save_model(result, str(tmp_path / "model"))
     save_cluster_outputs(result, str(tmp_path / "model"), schema)
     reloaded = PipelineModel.load(str(tmp_path / "model" / "pipeline"))

@@ -41,7 +41,7 @@ from pyspark.sql import functions as F
 from . import quality as Q
 from . import tables as TB
 from .errors import InputContractError, ParameterError
-from .naming import name_clusters
+from .naming import assign_names, cluster_profiles
 from .recipes import AIRLINE, Recipe, get
 
 FEATURES = list(AIRLINE.features)  # the airline recipe's; a model carries its own (SegmentModel.features)
@@ -241,11 +241,22 @@ class ClusterResult:
     stability: Q.Stability = field(default_factory=lambda: Q.Stability([], {}))
     parameters: dict[str, str] = field(default_factory=dict)   # as given, for the run log
     fitted_on: int = 0                   # customers the model was fitted on (fit_sample); 0 when scoring
+    # cluster -> {"customers": n, <feature>: mean in original units}, from the pass that names the clusters
+    cluster_stats: dict[int, dict] = field(default_factory=dict)
 
     @property
     def centres_scaled(self) -> list[list[float]]:
         """KMeans centres in the standardised model space (z-units of the transformed features)."""
         return self.model.centres
+
+    def segment_means(self):
+        """Segment sizes and centres in original units (each feature's mean over the segment's members),
+        one row per segment in id order: a pandas DataFrame, no Spark job."""
+        import pandas as pd
+        rows = [{"segment": self.names[c][0], "segment_name": self.names[c][1], "customers": stats["customers"],
+                 **{f: round(float(stats[f]), 1) for f in self.model.features}}
+                for c, stats in self.cluster_stats.items()]
+        return pd.DataFrame(rows).sort_values("segment").reset_index(drop=True)
 
     def segment_stability(self) -> dict[str, float]:
         return {self.names[c][1]: round(j, 4) for c, j in self.stability.jaccard.items()}
@@ -329,10 +340,11 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     stability = measure_stability(x, best.labels_, k, seed, n_init, stability_runs, log=log)
     # Every customer is assigned in Spark, cached for the naming pass and the write that follows.
     predictions = spec.pipeline().transform(features_df).select("customer_key", "cluster", *recipe.features).cache()
-    names = name_clusters(predictions, recipe=recipe)
+    zscores, stats = cluster_profiles(predictions, recipe=recipe, averages={f: f for f in recipe.features})
+    names = assign_names(zscores, recipe)
     assignments = _labelled(predictions, names)
     return ClusterResult(spec, names, assignments, score, k, best_seed, transform, customers, "fit", k_param,
-                         sweep, stability, fitted_on=len(x))
+                         sweep, stability, fitted_on=len(x), cluster_stats=stats)
 
 
 # The saved model: the pipeline (plain Spark ML, loadable without seglib), the model as JSON (what
@@ -383,7 +395,7 @@ def load_model(spark: SparkSession, model_path: str) -> tuple[SegmentModel, dict
     return model, names, seed
 
 
-def score_segments(features_df: DataFrame, model_path: str) -> ClusterResult:
+def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe = AIRLINE) -> ClusterResult:
     """Assign segments with the saved model: no refit, so ids and names stay those of the fit."""
     spark = features_df.sparkSession
     model, names, seed = load_model(spark, model_path)
@@ -392,13 +404,15 @@ def score_segments(features_df: DataFrame, model_path: str) -> ClusterResult:
         raise InputContractError(f"the model at {model_path} uses feature(s) {', '.join(missing)}, which "
                                  f"{TB.SEG_FEATURES} lacks: it was fitted for another recipe; refit with mode=fit")
     inputs = [model_column(c) for c in model.features]
-    predictions = model.pipeline().transform(features_df).select("customer_key", "cluster", *inputs).cache()
-    customers = predictions.count()
+    predictions = model.pipeline().transform(features_df).select("customer_key", "cluster", *model.features,
+                                                                  *inputs).cache()
+    _, stats = cluster_profiles(predictions, recipe=recipe, averages={f: f for f in model.features})
+    customers = sum(s["customers"] for s in stats.values())
     sample = Q.deterministic_sample(predictions, SILHOUETTE_SAMPLE, seed, total=customers) \
         .orderBy("customer_key").toPandas()
     score = silhouette(sample[inputs].to_numpy(dtype="float64"), sample["cluster"].to_numpy(), seed)
     return ClusterResult(model, names, _labelled(predictions, names), score, len(names), seed,
-                         model.transform, customers, "score", str(len(names)))
+                         model.transform, customers, "score", str(len(names)), cluster_stats=stats)
 
 
 def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5, seed: int = 42,
@@ -413,7 +427,7 @@ def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5
                   "seed": str(seed), "feature_transform": transform, "n_init": str(n_init),
                   "stability_runs": str(stability_runs), "fit_sample": str(fit_sample), "model_path": model_path}
     if mode == "score":
-        result = score_segments(features_df, model_path)
+        result = score_segments(features_df, model_path, recipe)
     else:
         result = fit_segments(features_df, k, seed, transform, n_init, k_range, stability_runs, fit_sample, recipe,
                               log=log)
@@ -421,13 +435,6 @@ def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5
             save_model(result, model_path)
     result.parameters = parameters
     return result
-
-
-def cluster_means(features_df: DataFrame, assignments: DataFrame, recipe: str | Recipe = AIRLINE) -> DataFrame:
-    """Segment centres in original units: the mean of each feature over the segment's members."""
-    return (features_df.join(assignments, "customer_key").groupBy("segment", "segment_name")
-            .agg(F.count("*").alias("customers"), *[F.round(F.avg(c), 1).alias(c) for c in get(recipe).features])
-            .orderBy("segment"))
 
 
 METRICS_SCHEMA = ("parameters map<string,string>, mode string, k_param string, k int, seed int, feature_transform string, silhouette double, "

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from .naming import cluster_zscores
+from .naming import cluster_profiles
 from .recipes import AIRLINE, Recipe, get
 
 PROFILE_AVERAGES = AIRLINE.profile_averages  # the airline recipe's; each recipe has its own
@@ -18,19 +17,15 @@ def profile_segments(features_df: DataFrame, assignments: DataFrame, recipe: str
     spark = features_df.sparkSession
     recipe = get(recipe)
     averages, features = recipe.profile_averages, recipe.features
-    joined = features_df.join(assignments.select("customer_key", "cluster", "segment", "segment_name"),
-                              "customer_key")
-    rows = (joined.groupBy("segment", "segment_name", "cluster")
-            .agg(F.count("*").alias("customer_count"), *[F.avg(f).alias(name) for name, f in averages.items()])
-            .orderBy("segment").collect())  # k rows
-    zscores = cluster_zscores(features_df, assignments, by="segment", recipe=recipe)
-    total = sum(r["customer_count"] for r in rows)
+    zscores, profiles = cluster_profiles(features_df, assignments, by="segment", recipe=recipe, averages=averages,
+                                         carry=("segment_name", "cluster"))
+    total = sum(p["customers"] for p in profiles.values())
     records = []
-    for r in rows:
-        rec = {"segment": r["segment"], "segment_name": r["segment_name"], "cluster": r["cluster"],
-               "customer_count": r["customer_count"], "share": round(r["customer_count"] / total, 4)}
-        rec.update({k: round(float(r[k]), 2) for k in averages})
-        rec.update({f"z_{c}": round(zscores[r["segment"]][c], 3) for c in features})
+    for segment_id, p in sorted(profiles.items()):
+        rec = {"segment": segment_id, "segment_name": p["segment_name"], "cluster": p["cluster"],
+               "customer_count": p["customers"], "share": round(p["customers"] / total, 4)}
+        rec.update({k: round(float(p[k]), 2) for k in averages})
+        rec.update({f"z_{c}": round(zscores[segment_id][c], 3) for c in features})
         records.append(rec)
     schema = ("segment int, segment_name string, cluster int, customer_count long, share double, "
               + ", ".join(f"{k} double" for k in averages) + ", "
