@@ -71,9 +71,10 @@ def published(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def published_spark(published, tmp_path_factory):
-    """One Spark server on the published lakehouse for later runs on it: the environment that points a
-    `seglib run` at it (this process keeps its own classic session)."""
+    """One Spark server on the published lakehouse for later runs on it: ``env``, the environment that
+    points a `seglib run` at it (this process keeps its own classic session), and the server's ``log``."""
     from seglib.session import shared_local_spark
     log = tmp_path_factory.mktemp("published-spark") / "spark-server.log"
     with shared_local_spark(published[0], log):
-        yield {k: os.environ.pop(k) for k in ("SPARK_REMOTE", "SPARK_CONNECT_AUTHENTICATE_TOKEN")} | {"_log": str(log)}
+        yield {"env": {k: os.environ.pop(k) for k in ("SPARK_REMOTE", "SPARK_CONNECT_AUTHENTICATE_TOKEN")},
+               "log": str(log)}

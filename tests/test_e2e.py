@@ -133,7 +133,7 @@ def test_target_path_mode_writes_every_output_as_a_delta_folder(run, published_s
     lakehouse, _, _ = run
     target = tmp_path / "Tables"
     catalog_version = DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SEGMENTS))).version()
-    env = {k: v for k, v in published_spark.items() if not k.startswith("_")}
+    env = published_spark["env"]
     proc = seglib_cli("run", "--lakehouse", str(lakehouse), "--schema", "contoso", "--param", f"target_path={target}",
                       "--param", "k=4", "--param", "n_init=1", "--param", "stability_runs=0",
                       "--output", str(tmp_path / "runs"), env=env)

@@ -67,9 +67,9 @@ class Lake:
 def lake(published, published_spark, tmp_path_factory):
     """The published demo lakehouse (its run is "the previous run") and a copy of its Gold inputs as
     Delta folders; runs use the shared server on it."""
-    env = {k: v for k, v in published_spark.items() if not k.startswith("_")}
+    env = published_spark["env"]
     lake = Lake(published[0], tmp_path_factory.mktemp("failsafe"), env)
-    lake.server_log = Path(published_spark["_log"])
+    lake.server_log = Path(published_spark["log"])
     for t in TB.GOLD_INPUTS:
         shutil.copytree(lake.path(t), lake.good / t)
     lake.published = lake.tables()

@@ -212,7 +212,7 @@ def test_cli_imports_a_gzipped_file(tmp_path, published, published_spark):
     with open(MEMBERS, "rb") as src, gzip.open(gz, "wb") as dst:
         shutil.copyfileobj(src, dst)
     lakehouse = published[0]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **{k: v for k, v in published_spark.items() if not k.startswith("_")}}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **published_spark["env"]}
     cli = [sys.executable, "-m", "seglib.cli", "import-airline"]
     ok = subprocess.run([*cli, str(gz), "--lakehouse", str(lakehouse), "--schema", "airline"],
                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)

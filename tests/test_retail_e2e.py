@@ -25,7 +25,7 @@ def run(published, published_spark, tmp_path_factory):
     """`seglib demo --recipe retail` in schema shop of the published lakehouse, on its shared Spark server
     (warm by now: a JVM start and its first slow queries saved)."""
     lakehouse, out = published[0], tmp_path_factory.mktemp("retail") / "runs"
-    env = {k: v for k, v in published_spark.items() if not k.startswith("_")}
+    env = published_spark["env"]
     proc = seglib_cli("demo", "--recipe", "retail", "--lakehouse", str(lakehouse), "--schema", "shop",
                       "--customers", str(CUSTOMERS), "--seed", "5", "--output", str(out),
                       "--param", "n_init=2", "--param", "stability_runs=1", env=env)
