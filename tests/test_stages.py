@@ -107,6 +107,14 @@ def test_same_seed_same_assignments(fitted):
     assert joined.where("c2 != cluster").count() == 0
 
 
+def test_row_order_does_not_change_the_model(fitted):
+    """KMeans' seeded start depends on row order: the driver sample is sorted by key before the fit."""
+    features, result = fitted
+    shuffled = features.repartition(3, "age").orderBy(F.desc("total_spent"))
+    again = fit_segments(shuffled, k=5, seed=42, stability_runs=0, log=lambda *a: None)
+    assert again.model.centres == result.model.centres and again.names == result.names
+
+
 def test_profile_arithmetic_and_names(spark, fitted):
     features, result = fitted
     profile = profile_segments(features, result.assignments).toPandas()

@@ -1,11 +1,11 @@
 """`seglib bench`: the segmentation job timed at several sizes, beside two references on the same data.
 
 For each size it generates the demo Gold layer (timed as set-up), runs the bundle's segmentation job as
-`seglib run` does (one local Spark server, one kernel per notebook) while sampling the memory of the
-process tree, then times on the same tables:
+`seglib run` does (a fresh local Spark server, its start included in the time, one kernel per
+notebook) while sampling the memory of the process tree, then times on the same tables:
 
 - the lab's plain Challenge-5 code: na.drop, VectorAssembler, StandardScaler, KMeans k=5, a profile,
-  a Delta write, in one Spark client process;
+  a Delta write, in one Spark client process (on the job's server, warm by then);
 - single-node pandas + scikit-learn: the same seven features, StandardScaler, KMeans k=5 with the
   job's restarts, and a silhouette on a sample, as the cluster step does.
 
@@ -135,30 +135,37 @@ def sklearn_reference(kpi_path: str, n_init: int, seed: int = 42) -> dict[str, f
 
 
 def bench_size(bundle: B.Bundle, lakehouse: Path, size: int, out: Path, seed: int = 42, log=print) -> dict:
-    """Generate *size* members, run the segmentation job, then the two references; returns the record."""
+    """Generate *size* members, run the segmentation job, then the two references; returns the record.
+
+    The job gets a Spark server of its own, started inside the timing, as `seglib run` does: a server
+    that had just generated the data would be warm and flatter the job by a third at 62,988 members.
+    The lab's plain code then runs on that same, warm, server, which can only flatter the reference."""
     from pyspark.sql import SparkSession
     from .session import table_path
     schema = f"bench_{size}"
     run_dir = out / "runs" / str(size)
     record: dict = {"members": size, "schema": schema, "machine": {"cpus": os.cpu_count(),
                                                                     "python": platform.python_version()}}
-    with output_lock(str(lakehouse), {"schema": schema}), local_spark(str(lakehouse), run_dir, log) as url:
-        log(f"[bench {size:,}] generating ...")
-        gen = run_job(bundle, DEMO_DATA_JOB, {"schema": schema, "customers": str(size), "seed": str(seed)},
-                      str(lakehouse), run_dir / "generate", log=log)
+    with output_lock(str(lakehouse), {"schema": schema}):
+        with local_spark(str(lakehouse), run_dir / "generate", log):
+            log(f"[bench {size:,}] generating ...")
+            gen = run_job(bundle, DEMO_DATA_JOB, {"schema": schema, "customers": str(size), "seed": str(seed)},
+                          str(lakehouse), run_dir / "generate", log=log)
         record["setup_s"] = round(sum(gen.timings.values()), 2)
-        log(f"[bench {size:,}] segmentation job ...")
+        log(f"[bench {size:,}] segmentation job on a fresh Spark server, as seglib run ...")
         with MemoryPeak() as peak:
             start = time.perf_counter()
-            run = run_job(bundle, SEGMENTATION_JOB, {"schema": schema}, str(lakehouse), run_dir / "run", log=log)
-            record["total_s"] = round(time.perf_counter() - start, 2)
-        record["stages_s"] = {k: round(v, 2) for k, v in run.timings.items()}
-        record["peak_memory_mb"] = {"jvm": round(peak.jvm / 2**20), "python": round(peak.python / 2**20)}
-        record["rows_per_s"] = round(size / record["total_s"])
-        log(f"[bench {size:,}] the lab's plain code ...")
-        spark = SparkSession.builder.remote(url).getOrCreate()
-        record["lab_plain"] = lab_plain(spark, schema)
-        spark.stop()
+            with local_spark(str(lakehouse), run_dir / "run", log) as url:
+                record["server_start_s"] = round(time.perf_counter() - start, 2)
+                run = run_job(bundle, SEGMENTATION_JOB, {"schema": schema}, str(lakehouse), run_dir / "run", log=log)
+                record["total_s"] = round(time.perf_counter() - start, 2)
+                record["stages_s"] = {k: round(v, 2) for k, v in run.timings.items()}
+                record["peak_memory_mb"] = {"jvm": round(peak.jvm / 2**20), "python": round(peak.python / 2**20)}
+                record["rows_per_s"] = round(size / record["total_s"])
+                log(f"[bench {size:,}] the lab's plain code ...")
+                spark = SparkSession.builder.remote(url).getOrCreate()
+                record["lab_plain"] = lab_plain(spark, schema)
+                spark.stop()
     n_init = int(bundle.parameters(SEGMENTATION_JOB).get("n_init", "1"))
     log(f"[bench {size:,}] pandas + scikit-learn ...")
     record["sklearn"] = sklearn_reference(str(table_path(lakehouse, schema, "kpi_customer_value")), n_init, seed)
@@ -174,8 +181,9 @@ def bench_size(bundle: B.Bundle, lakehouse: Path, size: int, out: Path, seed: in
 def markdown(record: dict) -> str:
     r = record
     lines = [f"### {r['members']:,} members", "",
-             f"Set-up (generate): {r['setup_s']} s. Segmentation job: **{r['total_s']} s** "
-             f"({r['rows_per_s']:,} members/s); peak memory JVM {r['peak_memory_mb']['jvm']:,} MB, "
+             f"Set-up (generate): {r['setup_s']} s. Segmentation job end to end, as `seglib run`: "
+             f"**{r['total_s']} s** (its Spark server's start {r['server_start_s']} s, then the notebooks; "
+             f"{r['rows_per_s']:,} members/s); peak memory JVM {r['peak_memory_mb']['jvm']:,} MB, "
              f"Python (runner + kernels) {r['peak_memory_mb']['python']:,} MB.", "",
              "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in r["stages_s"].items()]
