@@ -283,10 +283,15 @@ def driver_sample(features_df: DataFrame, size: int, seed: int, customers: int,
                   features: list[str] | tuple[str, ...] = FEATURES) -> np.ndarray:
     """At most about *size* customers' features (a seeded hash sample, ordered by key so the fit does not
     depend on partitioning), as a rows x features array on the driver."""
-    sample = Q.deterministic_sample(features_df, size, seed, total=customers)
-    # Sorted here, not in Spark: an orderBy adds a sampling job and a shuffle for ~50,000 rows.
-    pdf = sample.select("customer_key", *features).toPandas().sort_values("customer_key", kind="stable")
+    pdf = _sample_by_key(features_df.select("customer_key", *features), size, seed, customers)
     return pdf[list(features)].to_numpy(dtype="float64")
+
+
+def _sample_by_key(df: DataFrame, size: int, seed: int, total: int):
+    """Q.deterministic_sample of *df* as pandas, ordered by customer_key so what is fitted or scored on it
+    does not depend on partitioning. Sorted here, not in Spark: an orderBy adds a sampling job and a
+    shuffle for ~50,000 rows."""
+    return Q.deterministic_sample(df, size, seed, total=total).toPandas().sort_values("customer_key", kind="stable")
 
 
 def no_autolog() -> None:
@@ -409,8 +414,7 @@ def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe
                                                                   *inputs).cache()
     _, stats = cluster_profiles(predictions, recipe=recipe, averages={f: f for f in model.features})
     customers = sum(s["customers"] for s in stats.values())
-    sample = Q.deterministic_sample(predictions, SILHOUETTE_SAMPLE, seed, total=customers).toPandas() \
-        .sort_values("customer_key", kind="stable")
+    sample = _sample_by_key(predictions, SILHOUETTE_SAMPLE, seed, customers)
     score = silhouette(sample[inputs].to_numpy(dtype="float64"), sample["cluster"].to_numpy(), seed)
     return ClusterResult(model, names, _labelled(predictions, names), score, len(names), seed,
                          model.transform, customers, "score", str(len(names)), cluster_stats=stats)
