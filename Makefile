@@ -34,5 +34,7 @@ test: install
 bench: install
 	$(BIN)/seglib bench $(BENCH_ARGS)
 
+# A run keeps its Spark server for the next run (SEGLIB_SERVER_IDLE minutes, default 15): stop it first.
 clean:
+	-@[ -x $(BIN)/seglib ] && $(BIN)/seglib server stop --lakehouse $(LAKEHOUSE)
 	rm -rf $(LAKEHOUSE) runs bench spark-warehouse metastore_db derby.log

@@ -9,6 +9,10 @@ import pytest
 
 _schemas = itertools.count()
 
+# A run here never leaves its Spark server behind for a next run (test_session tests that on purpose):
+# every test's lakehouse is its own, and CI's machine should end with the suite.
+os.environ["SEGLIB_SERVER_IDLE"] = "0"
+
 # A CLI process that starts its own Spark server lives for one run: only the JIT's first tier, which
 # warms up sooner (a 3,000-member `seglib demo` took 129 s instead of 150 s). The long-lived JVMs (this
 # session's, the shared server's) keep both tiers: C1 alone made each warm Delta commit ~35% slower.

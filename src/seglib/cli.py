@@ -162,6 +162,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_server(args) -> int:
+    from .session import SERVER_IDLE_ENV, running_server, stop_server
+    lakehouse = str(Path(args.lakehouse).resolve())
+    if args.action == "stop":
+        info = stop_server(lakehouse)
+        _log(f"stopped the Spark server of {lakehouse} (pid {info['pid']})" if info
+             else f"no Spark server is kept for {lakehouse}")
+        return 0
+    info = running_server(lakehouse)
+    if info is None:
+        _log(f"no Spark server is kept for {lakehouse}")
+    else:
+        _log(f"Spark server of {lakehouse}: pid {info['pid']}, {info['url']}, up since {info['started']}, stops after "
+             f"{info['idle_minutes']:g} min without a run ({SERVER_IDLE_ENV}); log: {info.get('log') or '-'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seglib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "Quantity, InvoiceDate, UnitPrice, CustomerID, Country")
     _add_common(ir)
     ir.set_defaults(func=cmd_import_retail)
+    sv = sub.add_parser("server", help="the Spark server a local run keeps for the next one: status or stop")
+    sv.add_argument("action", choices=["status", "stop"])
+    sv.add_argument("--lakehouse", default=DEFAULT_LAKEHOUSE, help="local lakehouse folder (default: %(default)s)")
+    sv.set_defaults(func=cmd_server)
     b = sub.add_parser("bench", help="time the segmentation job at several sizes beside the lab's code and scikit-learn")
     b.add_argument("--sizes", help="comma-separated member counts (default: 62988,1000000)")
     b.add_argument("--large", action="store_true", help="also 10,000,000 members")

@@ -203,20 +203,13 @@ def run_notebooks(paths: list[Path], params: dict, output_dir: Path, log=print) 
 
 
 @contextlib.contextmanager
-def local_spark(lakehouse: str, output_dir: Path, log=print):
-    """The run's shared Spark: the one SPARK_REMOTE names, else a local server started for the block."""
+def local_spark(lakehouse: str, output_dir: Path, log=print, keep_minutes: float | None = None):
+    """The run's shared Spark: the one SPARK_REMOTE names, else the lakehouse's kept server, else a local
+    server started for the block (kept *keep_minutes* for the next run; default SEGLIB_SERVER_IDLE)."""
     if os.environ.get("SPARK_REMOTE"):
         yield os.environ["SPARK_REMOTE"]
         return
-    log("[spark] starting the local Spark server ...", end="", flush=True)
-    start = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        try:
-            url = stack.enter_context(shared_local_spark(lakehouse, output_dir / "spark-server.log"))
-        except Exception:
-            log(" FAILED")
-            raise
-        log(f" ok ({time.perf_counter() - start:.1f} s, {url})")
+    with shared_local_spark(lakehouse, output_dir / "spark-server.log", keep_minutes=keep_minutes, log=log) as url:
         yield url
 
 
