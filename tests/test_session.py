@@ -115,6 +115,8 @@ def test_server_stop_ends_the_kept_server_and_a_dead_ones_record_is_dropped(tmp_
         s.listen()
         state.write_text(json.dumps({"pid": proc.pid, "port": s.getsockname()[1], "token": "t"}))
         assert S.running_server(lakehouse) is None and not state.exists()
+        state.write_text(json.dumps({"port": s.getsockname()[1], "token": "t"}))  # no pid: not "process 0"
+        assert S.running_server(lakehouse) is None and not state.exists()
     assert S.stop_server(lakehouse) is None
 
 

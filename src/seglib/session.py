@@ -282,10 +282,14 @@ def _fingerprint() -> str:
 
 def _pid_alive(pid: int) -> bool:
     """A running process (a zombie, exited but not yet reaped by its parent, is not)."""
+    if pid <= 0:  # kill(0) would signal our own process group
+        return False
     try:
         os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
         return False
+    except PermissionError:  # another user's: it exists
+        return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         return stat[stat.rindex(")") + 2] != "Z"
