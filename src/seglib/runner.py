@@ -2,7 +2,8 @@
 
 Each notebook runs in its own kernel (a separate process, as each task is on Databricks); they hand
 data over through Delta tables. The kernels share one local Spark: a Spark Connect server the runner
-starts for the run (unless SPARK_REMOTE already names one). The next notebook's kernel starts, and
+starts for the run and keeps for the next one, or the one the lakehouse already keeps (unless
+SPARK_REMOTE already names one; see session.shared_local_spark). The next notebook's kernel starts, and
 imports what its notebook imports, while the current notebook runs. Executed notebooks, kernel logs and
 the server's log are kept under runs/<run-id>/.
 """
