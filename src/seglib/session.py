@@ -98,11 +98,11 @@ def get_spark(lakehouse: str | os.PathLike | None = None, app_name: str = "segli
         return SparkSession.builder.getOrCreate()
     lakehouse = lakehouse or DEFAULT_LAKEHOUSE
     kept = None
-    if (_server_dir(lakehouse) / "server.json").exists():
+    if _state_file(lakehouse).exists():
         with _start_lock(lakehouse):
             kept = running_server(lakehouse)
             if kept is not None:
-                (_leases(lakehouse) / str(os.getpid())).touch()  # in use while this process lives
+                _take_lease(lakehouse)  # held while this process lives
     if kept is not None:  # it holds the catalog: a session of our own could not open it
         os.environ["SPARK_REMOTE"], os.environ[_TOKEN_ENV] = kept["url"], kept["token"]
         return SparkSession.builder.remote(kept["url"]).getOrCreate()
@@ -270,6 +270,11 @@ def _server_dir(lakehouse: str | os.PathLike) -> Path:
     return Path(lakehouse).resolve() / ".seglib-server"
 
 
+def _state_file(lakehouse: str | os.PathLike) -> Path:
+    """The kept server's record (pid, port, settings' fingerprint, token), written by the server itself."""
+    return _server_dir(lakehouse) / "server.json"
+
+
 def _fingerprint() -> str:
     """What a server was started with: a run asking for other settings (or another pyspark, Delta or
     Python) gets a new server instead of silently reusing the old one."""
@@ -306,7 +311,7 @@ def _port_open(port: int) -> bool:
 def _read_state(lakehouse: str | os.PathLike) -> dict | None:
     import json
     try:
-        return json.loads((_server_dir(lakehouse) / "server.json").read_text())
+        return json.loads(_state_file(lakehouse).read_text())
     except (OSError, ValueError):
         return None
 
@@ -319,7 +324,7 @@ def running_server(lakehouse: str | os.PathLike) -> dict | None:
         return None
     pid = int(info.get("pid", 0))
     if not _pid_alive(pid):
-        (_server_dir(lakehouse) / "server.json").unlink(missing_ok=True)
+        _state_file(lakehouse).unlink(missing_ok=True)
         return None
     if info.get("stopping") or not _port_open(int(info.get("port", 0))):
         return None
@@ -344,12 +349,12 @@ def stop_server(lakehouse: str | os.PathLike, timeout: float = 360.0) -> dict | 
     import signal
     info = _read_state(lakehouse)
     if info is None or not _pid_alive(int(info.get("pid", 0))):
-        (_server_dir(lakehouse) / "server.json").unlink(missing_ok=True)
+        _state_file(lakehouse).unlink(missing_ok=True)
         return None
     with contextlib.suppress(ProcessLookupError):
         os.kill(int(info["pid"]), signal.SIGTERM)
     _wait_gone(int(info["pid"]), timeout)
-    (_server_dir(lakehouse) / "server.json").unlink(missing_ok=True)
+    _state_file(lakehouse).unlink(missing_ok=True)
     return info
 
 
@@ -357,6 +362,13 @@ def _leases(lakehouse: str | os.PathLike) -> Path:
     folder = _server_dir(lakehouse) / "leases"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _take_lease(lakehouse: str | os.PathLike) -> Path:
+    """This process uses the server: it does not count as idle while the lease is there and we live."""
+    lease = _leases(lakehouse) / str(os.getpid())
+    lease.touch()
+    return lease
 
 
 def _in_use(lakehouse: str | os.PathLike) -> bool:
@@ -376,7 +388,7 @@ def _in_use(lakehouse: str | os.PathLike) -> bool:
 
 def _write_state(lakehouse: str | os.PathLike, record: dict) -> None:
     import json
-    state = _server_dir(lakehouse) / "server.json"
+    state = _state_file(lakehouse)
     tmp = state.with_suffix(f".{os.getpid()}.tmp")
     # The token lets a process on this machine use the server: readable by this user only.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -416,7 +428,7 @@ def _forget_state(lakehouse: str | os.PathLike) -> None:
     """The last thing a kept server does: its record goes (once its JVM, and the catalog, are released)."""
     info = _read_state(lakehouse)
     if info is not None and info.get("pid") == os.getpid():
-        (_server_dir(lakehouse) / "server.json").unlink(missing_ok=True)
+        _state_file(lakehouse).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -483,8 +495,7 @@ def shared_local_spark(lakehouse: str | os.PathLike, log_path: Path, timeout: fl
             url, token = info["url"], info["token"]
             say(f"[spark] using the lakehouse's running Spark server (pid {info['pid']}, up since {info['started']}; "
                 f"its log: {info.get('log') or '-'})")
-        lease = _leases(lakehouse) / str(os.getpid())
-        lease.touch()
+        lease = _take_lease(lakehouse)
     try:
         with _pointing_at(url, token):
             yield url
