@@ -132,3 +132,13 @@ def test_a_failing_notebook_stops_the_run_and_every_kernel(tmp_path):
     [pid] = pids.read_text().split()  # b's kernel was started ahead but never ran a cell
     assert not _pid_alive(int(pid))
     assert set(_live_children()) - before == set()  # b's kernel too
+
+
+def test_what_seglib_modules_name_for_preloading_exists():
+    """The runner's preload swallows import errors (the notebook's own import then fails visibly), so a
+    misspelt __preload__ entry would only lose its seconds silently: check each is a real module."""
+    import importlib.util
+    from seglib import cluster, tracking
+    for module in (cluster, tracking):
+        for extra in module.__preload__:
+            assert importlib.util.find_spec(extra) is not None, (module.__name__, extra)

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .errors import ParameterError
+from .session import is_managed_runtime
 
 # Input Gold layer
 DIM_CUSTOMERS = "dim_customers"
@@ -37,6 +38,7 @@ SEG_CLUSTER_METRICS = "seg_cluster_metrics"
 SEG_PROFILE = "seg_profile"
 SEG_INPUTS = "seg_inputs"              # the Gold tables' Delta versions and row counts the run read
 SEG_FEATURE_REPORT = "seg_feature_report"
+HANDOVER_TABLES = (SEG_FEATURES, SEG_ASSIGNMENTS, SEG_CLUSTER_METRICS, SEG_PROFILE, SEG_INPUTS, SEG_FEATURE_REPORT)
 
 # Outputs
 GOLD_SEGMENTS = "gold_customer_segments_ml"
@@ -221,6 +223,15 @@ def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = Non
     path = table_path(table)
     name = qualified(table, schema, catalog)
     writer = df.write.format("delta").mode(mode)
+    if mode == "overwrite" and table in HANDOVER_TABLES and not path and not is_managed_runtime():
+        # A handover table is the next task's scratch: no reader needs its old version, so locally it is
+        # dropped and created anew. Local Delta rebuilds a table's state from its log on every overwrite:
+        # 0.5 s against 1.0 s for a 5-row table, 1.0 against 1.4 s for 1M rows (seglib bench machine).
+        # In a workspace dropping needs ownership of the table where overwriting needs MODIFY: overwrite.
+        # (*df* must not read *table* itself: it is gone before df is computed.)
+        spark.sql(f"DROP TABLE IF EXISTS {name}")
+        writer.saveAsTable(name)
+        return name
     if mode == "overwrite":
         try:
             existing = spark.read.format("delta").load(path) if path else spark.read.table(name)
