@@ -38,6 +38,7 @@ from pyspark.ml.feature import SQLTransformer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from . import parallel
 from . import quality as Q
 from . import tables as TB
 from .errors import InputContractError, ParameterError
@@ -376,12 +377,16 @@ def save_model(result: ClusterResult, model_path: str) -> None:
     if model_path.startswith("/Volumes/"):  # a Unity Catalog volume must exist before files go in
         catalog_, schema_, volume = model_path.split("/")[2:5]
         spark.sql(f"CREATE VOLUME IF NOT EXISTS {TB.qualified(volume, schema_, catalog_)}")
-    result.model.pipeline().write().overwrite().save(_pipeline_path(model_path))
     spec = json.dumps({**asdict(result.model), "seed": result.seed, "fitted_on": result.fitted_on})
-    spark.createDataFrame([(spec,)], "value string").coalesce(1).write.mode("overwrite").text(_spec_path(model_path))
+    spec_df = spark.createDataFrame([(spec,)], "value string").coalesce(1)
     names = spark.createDataFrame([(c, s, n, result.transform) for c, (s, n) in sorted(result.names.items())],
                                   "cluster int, segment int, segment_name string, feature_transform string")
-    names.coalesce(1).write.mode("overwrite").json(_names_path(model_path))
+    # Three small independent writes, each mostly a round trip: side by side (parallel.py).
+    parallel.each(lambda write: write(), [
+        lambda: result.model.pipeline().write().overwrite().save(_pipeline_path(model_path)),
+        lambda: spec_df.write.mode("overwrite").text(_spec_path(model_path)),
+        lambda: names.coalesce(1).write.mode("overwrite").json(_names_path(model_path)),
+    ])
 
 
 def load_model(spark: SparkSession, model_path: str) -> tuple[SegmentModel, dict[int, tuple[int, str]], int]:
@@ -454,12 +459,12 @@ METRICS_SCHEMA = ("parameters map<string,string>, mode string, k_param string, k
 def save_cluster_outputs(result: ClusterResult, model_path: str, schema: str, catalog: str | None = None) -> None:
     """The assignments and the run's metrics, handed over to the profile and write steps."""
     import json
-    TB.save_table(result.assignments, TB.SEG_ASSIGNMENTS, schema, catalog)
     metrics = result.assignments.sparkSession.createDataFrame(
         [(result.parameters, result.mode, result.k_param, result.k, result.seed, result.transform, result.silhouette,
           result.stability.mean_ari, result.segment_stability(), result.unstable_segments(), result.customers,
           model_path, json.dumps(result.sweep))], METRICS_SCHEMA)
-    TB.save_table(metrics, TB.SEG_CLUSTER_METRICS, schema, catalog)
+    parallel.each(lambda item: TB.save_table(item[0], item[1], schema, catalog),
+                  [(result.assignments, TB.SEG_ASSIGNMENTS), (metrics, TB.SEG_CLUSTER_METRICS)])
 
 
 def sweep_figures(result: ClusterResult) -> dict:
