@@ -377,16 +377,12 @@ def save_model(result: ClusterResult, model_path: str) -> None:
     if model_path.startswith("/Volumes/"):  # a Unity Catalog volume must exist before files go in
         catalog_, schema_, volume = model_path.split("/")[2:5]
         spark.sql(f"CREATE VOLUME IF NOT EXISTS {TB.qualified(volume, schema_, catalog_)}")
+    result.model.pipeline().write().overwrite().save(_pipeline_path(model_path))
     spec = json.dumps({**asdict(result.model), "seed": result.seed, "fitted_on": result.fitted_on})
-    spec_df = spark.createDataFrame([(spec,)], "value string").coalesce(1)
+    spark.createDataFrame([(spec,)], "value string").coalesce(1).write.mode("overwrite").text(_spec_path(model_path))
     names = spark.createDataFrame([(c, s, n, result.transform) for c, (s, n) in sorted(result.names.items())],
                                   "cluster int, segment int, segment_name string, feature_transform string")
-    # Three small independent writes, each mostly a round trip: side by side (parallel.py).
-    parallel.each(lambda write: write(), [
-        lambda: result.model.pipeline().write().overwrite().save(_pipeline_path(model_path)),
-        lambda: spec_df.write.mode("overwrite").text(_spec_path(model_path)),
-        lambda: names.coalesce(1).write.mode("overwrite").json(_names_path(model_path)),
-    ])
+    names.coalesce(1).write.mode("overwrite").json(_names_path(model_path))
 
 
 def load_model(spark: SparkSession, model_path: str) -> tuple[SegmentModel, dict[int, tuple[int, str]], int]:

@@ -5,6 +5,10 @@ scheduling a job of a few tasks. Checking four Gold tables, or reading three Del
 the other pays that latency four or three times. Sent from threads they overlap; a Spark session (classic
 or Spark Connect) takes concurrent actions from several threads.
 
+Not for Spark ML's readers and writers: over Spark Connect they look up the thread's active session,
+which a pool thread does not have (an AssertionError). DataFrame reads, writes and SQL are bound to their
+session and safe.
+
 Results come back in the order of the inputs, and the first failure in that order is raised, so the
 outcome does not depend on which thread finished first.
 """
