@@ -24,3 +24,20 @@ def test_cell_seconds_reads_where_a_notebook_spent_its_time(tmp_path):
     (first, slow), (second, fast) = cell_seconds(tmp_path / "out.ipynb")
     assert (first, second) == ("import time", "x = 1")
     assert slow >= 0.6 and fast < slow
+
+
+def test_ratios_and_the_markdown_show_the_cluster_stage_against_the_references():
+    from seglib.bench import markdown, ratios
+    record = {"members": 1000, "setup_s": 1.0, "total_s": 30.0, "server_start_s": 5.0, "rows_per_s": 33,
+              "peak_memory_mb": {"jvm": 900, "python": 400}, "next_run_s": 20.0,
+              "stages_s": {"01_load": 10.0, "03_cluster": 8.0}, "next_run_stages_s": {"01_load": 6.0, "03_cluster": 5.0},
+              "cells_s": {"03_cluster": [["result = segment(features, mode)", 3.0], ["x = 1", 0.05]]},
+              "cluster_segment_cell_s": 3.0,
+              "lab_plain": {"total_s": 16.0, "fit_s": 12.0}, "sklearn": {"total_s": 2.0, "fit_s": 1.9}}
+    record["ratios"] = ratios(record)
+    assert record["ratios"] == {"cluster_stage_vs_sklearn": 4.0, "cluster_stage_next_run_vs_sklearn": 2.5,
+                                "cluster_segment_cell_vs_sklearn": 1.5, "cluster_stage_vs_lab_plain": 0.5,
+                                "job_vs_lab_plain": 1.88}
+    text = markdown(record)
+    assert "| 03_cluster | 8.0 | 5.0 |" in text and "| `result = segment(features, mode)` | 3.0 |" in text
+    assert "x = 1" not in text  # cells under 0.1 s are left out of the table
