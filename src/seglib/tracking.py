@@ -122,10 +122,9 @@ def _params(result: ClusterResult, params: dict) -> dict[str, str]:
 
 
 def _segment_sizes(result: ClusterResult) -> dict[int, int]:
-    if result.cluster_stats:  # counted by the pass that named the clusters: no Spark job
-        return {result.names[c][0]: int(stats["customers"]) for c, stats in result.cluster_stats.items()}
-    rows = result.assignments.groupBy("segment").count().collect()
-    return {int(r["segment"]): int(r["count"]) for r in rows}
+    """Customers per segment, as the pass that named the clusters counted them (fit and score both make
+    one): no Spark job."""
+    return {result.names[c][0]: int(stats["customers"]) for c, stats in result.cluster_stats.items()}
 
 
 def _metrics(result: ClusterResult, sizes: dict[int, int]) -> dict[str, float]:
