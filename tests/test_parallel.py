@@ -37,3 +37,31 @@ def test_the_first_failure_by_position_is_raised():
 def test_fewer_than_two_items_run_inline():
     assert parallel.each(lambda x: threading.current_thread() is threading.main_thread(), [1]) == [True]
     assert parallel.each(str, []) == []
+
+
+def test_meanwhile_runs_on_the_calling_thread_while_the_items_run():
+    started, seen = threading.Event(), []
+
+    def item(x):
+        started.set()
+        time.sleep(0.2)
+        return x
+
+    def meanwhile():
+        seen.append((threading.current_thread() is threading.main_thread(), started.wait(1)))
+
+    assert parallel.each(item, [1], meanwhile=meanwhile) == [1]
+    assert seen == [(True, True)]  # on this thread, and while an item was running
+
+
+def test_an_item_failure_is_raised_before_a_failure_of_meanwhile():
+    def item(x):
+        raise KeyError("item")
+
+    def meanwhile():
+        raise ValueError("meanwhile")
+
+    with pytest.raises(KeyError, match="item"):
+        parallel.each(item, [1, 2], meanwhile=meanwhile)
+    with pytest.raises(ValueError, match="meanwhile"):
+        parallel.each(str, [1, 2], meanwhile=meanwhile)

@@ -133,12 +133,12 @@ def test_scoring_without_a_saved_model_says_what_to_do(spark, default_features, 
         segment(default_features, "score", str(tmp_path / "nothing"))
 
 
-def _publish(spark, kpi, features, assignments_result, schema, run_id):
+def _publish(spark, kpi, features, assignments_result, schema, run_id, model_path):
     """What notebooks 01-05 hand over and write, for one run."""
     record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: kpi.count()}, schema)
     _, report = build_features(kpi)
     report.save(spark, schema)
-    save_cluster_outputs(assignments_result, "/tmp/unused-model-path", schema)
+    save_cluster_outputs(assignments_result, model_path, schema)  # a fit's model is saved here
     return write_outputs(spark, kpi, assignments_result.assignments, schema, run_id=run_id, log=lambda *a: None)
 
 
@@ -147,7 +147,7 @@ def test_migration_shows_exactly_the_customers_who_moved(spark, schema, tmp_path
     kpi1 = gold_tables(spark, 1200, 5)[TB.KPI_CUSTOMER_VALUE].cache()
     f1, _ = build_features(kpi1)
     fit = segment(f1, "fit", str(tmp_path / "model"), k=5, seed=42, n_init=2, stability_runs=0, **quiet)
-    w1 = _publish(spark, kpi1, f1, fit, schema, "run-1")
+    w1 = _publish(spark, kpi1, f1, fit, schema, "run-1", str(tmp_path / "model"))
     labels = fit.assignments.toPandas().set_index("customer_key")
     joiners = labels.index[labels.segment_name == "New Joiners"][:40].tolist()
     elite = int(labels.index[labels.segment_name == "Premium Elite Members"][0])
@@ -163,7 +163,7 @@ def test_migration_shows_exactly_the_customers_who_moved(spark, schema, tmp_path
             .unionByName(newcomers)).cache()
     f2, _ = build_features(kpi2)
     scored = segment(f2, "score", str(tmp_path / "model"))
-    w2 = _publish(spark, kpi2, f2, scored, schema, "run-2")
+    w2 = _publish(spark, kpi2, f2, scored, schema, "run-2", str(tmp_path / "model"))
 
     migration = spark.read.table(f"{schema}.{TB.GOLD_MIGRATION}")
     rows = {(r.from_segment_name, r.to_segment_name): (r.change, r.customers) for r in migration.collect()}

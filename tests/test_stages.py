@@ -7,10 +7,11 @@ from pyspark.sql import functions as F
 
 from seglib import tables as TB
 from seglib.cluster import (fit_segments, fit_transform, model_column, parse_fit_sample, parse_k,
-                            parse_k_range, save_cluster_outputs, save_model)
+                            parse_k_range, save_cluster_outputs, segment)
 from seglib.errors import InputContractError, ParameterError, ValidationError
 from seglib.features import FEATURES, build_features
 from seglib.load import read_input, record_inputs
+from seglib.naming import assign_names, cluster_profiles, sample_zscores
 from seglib.profile import profile_segments
 from test_features import _kpi
 
@@ -79,25 +80,53 @@ def test_too_few_customers_for_k(spark):
         fit_segments(df, k=5, log=lambda *a: None)
 
 
-def test_fit_assigns_every_customer_and_saves_a_reusable_model(spark, fitted, schema, tmp_path):
-    features, result = fitted
-    assert result.assignments.count() == features.count() == 3000
-    assert result.assignments.select("cluster").distinct().count() == 5
-    assert 0.3 < result.silhouette <= 1
-    # The means kept from the naming pass equal a separate join of features and assignments, in pandas.
-    joined = features.toPandas().merge(result.assignments.toPandas(), on="customer_key")
+def test_fit_writes_nothing_and_the_save_step_keeps_model_tables_and_sizes(spark, fitted, schema, tmp_path):
+    features, fitted_result = fitted
+    model = tmp_path / "model"
+    result = segment(features, "fit", str(model), k=5, seed=42, stability_runs=0, log=lambda *a: None)
+    assert not model.exists() and result.stats == {}  # the fit ran no pass over every customer and saved nothing
+    assert result.names == fitted_result.names and 0.3 < result.silhouette <= 1
+    save_cluster_outputs(result, str(model), schema)
+    # The sizes and means were counted alongside the writes, and equal a join of features and assignments.
+    assert set(result.stats) == set(range(5))
+    assignments = spark.read.table(f"{schema}.{TB.SEG_ASSIGNMENTS}")
+    assert assignments.count() == features.count() == 3000
+    joined = features.toPandas().merge(assignments.toPandas(), on="customer_key")
     expected = joined.groupby(["segment", "segment_name"])[FEATURES].mean()
     expected.insert(0, "customers", joined.groupby(["segment", "segment_name"]).size())
     means = result.segment_means().set_index(["segment", "segment_name"])
     assert means.customers.sum() == 3000 and len(means) == 5
     pd.testing.assert_frame_equal(means, expected, check_dtype=False, check_index_type=False, atol=0.051)  # means to 0.1
-    save_model(result, str(tmp_path / "model"))
-    save_cluster_outputs(result, str(tmp_path / "model"), schema)
-    reloaded = PipelineModel.load(str(tmp_path / "model" / "pipeline"))
+    # The saved model is plain Spark ML and assigns as the fit did; scoring with it keeps the names.
+    reloaded = PipelineModel.load(str(model / "pipeline"))
     again = reloaded.transform(features).select("customer_key", F.col("cluster").alias("again"))
-    assert again.join(result.assignments, "customer_key").where("again != cluster").count() == 0
+    assert again.join(assignments, "customer_key").where("again != cluster").count() == 0
+    scored = segment(features, "score", str(model))
+    assert scored.names == result.names and scored.stats == result.stats
     metrics = spark.read.table(f"{schema}.{TB.SEG_CLUSTER_METRICS}").first()
-    assert metrics.k == 5 and abs(metrics.silhouette - result.silhouette) < 1e-12
+    assert metrics.k == 5 and abs(metrics.silhouette - result.silhouette) < 1e-12 and metrics.model_path == str(model)
+
+
+def test_names_from_the_fit_sample_agree_with_every_customer(fitted):
+    """A fit names its clusters on the sample it was fitted on; fitted on a third of the fixture, the
+    names are those the profiles of all customers give."""
+    features, _ = fitted
+    result = fit_segments(features, k=5, seed=42, stability_runs=0, fit_sample=1000, log=lambda *a: None)
+    assert 0 < result.fitted_on < 1500
+    zscores, _ = cluster_profiles(result.predictions)  # over all 3000
+    assert assign_names(zscores) == result.names
+
+
+def test_sample_zscores_are_the_spark_profiles_z_scores(spark, fitted):
+    """The driver's arithmetic and the Spark aggregation give the same z-scores on the same rows."""
+    features, result = fitted
+    rows = result.predictions.toPandas()
+    zscores, _ = cluster_profiles(result.predictions)
+    from_rows = sample_zscores(rows[FEATURES].to_numpy(), rows["cluster"].to_numpy())
+    assert set(from_rows) == set(zscores)
+    for c in zscores:
+        for f in FEATURES:
+            assert from_rows[c][f] == pytest.approx(zscores[c][f], abs=1e-9)
 
 
 def test_same_seed_same_assignments(fitted):
@@ -140,12 +169,12 @@ def _profile_and_kpi(spark, demo, fitted):
     return kpi, result.assignments
 
 
-def test_outputs_are_validated_and_written(spark, demo, fitted, schema):
+def test_outputs_are_validated_and_written(spark, demo, fitted, schema, tmp_path):
     kpi, assignments = _profile_and_kpi(spark, demo, fitted)
     # What the earlier steps hand over for the run log
     record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, schema)
     build_features(kpi)[1].save(spark, schema)
-    save_cluster_outputs(fitted[1], "/unused/model", schema)
+    save_cluster_outputs(fitted[1], str(tmp_path / "model"), schema)
     written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
     assert {k: written[k] for k in ("customers", "unsegmented", "summary_total", "run_id")} == {
         "customers": 3000, "unsegmented": 0, "summary_total": 3000, "run_id": "r1"}

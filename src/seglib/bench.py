@@ -13,8 +13,8 @@ notebook) while sampling the memory of the process tree, runs it once more on th
 It writes ``<output>/bench-<size>.json`` and ``.md`` per size and ``<output>/bench.md`` for all. The JSON
 also holds each notebook cell's time (papermill records it), and the ratios compare scikit-learn with both
 the whole cluster stage and its ``segment()`` cell, which does what the reference does (fit, silhouette,
-and here also assigning and naming every customer in Spark) without the stage's saving of the model, the
-handover tables and the MLflow run.
+and here also stability, on a sample) without the stage's assigning every customer in Spark, saving the
+model, the handover tables and the MLflow run.
 """
 from __future__ import annotations
 
@@ -157,9 +157,9 @@ def cell_seconds(executed: Path) -> list[tuple[str, float]]:
     return cells
 
 
-# The cluster notebook's cell that fits and assigns (notebooks/03_cluster.ipynb): the part of the stage
-# that does what the scikit-learn reference does. The rest of the stage saves the model, the handover
-# tables and the MLflow run.
+# The cluster notebook's cell that fits (notebooks/03_cluster.ipynb): sample, scale, KMeans with restarts,
+# silhouette and stability, the part of the stage that does what the scikit-learn reference does. The
+# rest of the stage assigns every customer in Spark while writing, saves the model and the MLflow run.
 SEGMENT_CELL = "result = segment("
 
 

@@ -79,13 +79,38 @@ def cluster_profiles(features_df: DataFrame, assignments: DataFrame | None = Non
         *[F.avg(column).alias(f"a_{name}") for name, column in averages.items()],
         *[F.max(c).alias(f"c_{c}") for c in carry])
         .collect())
-    n = sum(r["_n"] for r in rows)
-    zscores: dict[int, dict[str, float]] = {r[by]: {} for r in rows}
-    for c in features:
-        mean = sum(r[f"s_{c}"] for r in rows) / n
-        std = max(sum(r[f"q_{c}"] for r in rows) / n - mean * mean, 0.0) ** 0.5
-        for r in rows:
-            zscores[r[by]][c] = (r[f"s_{c}"] / r["_n"] - mean) / std if std > 1e-12 * max(1.0, abs(mean)) else 0.0
+    zscores = _zscores({r[by]: (r["_n"], {c: r[f"s_{c}"] for c in features}, {c: r[f"q_{c}"] for c in features})
+                        for r in rows}, features)
     profiles = {r[by]: {"customers": r["_n"], **{c: r[f"c_{c}"] for c in carry},
                         **{name: r[f"a_{name}"] for name in averages}} for r in rows}
     return zscores, profiles
+
+
+def sample_zscores(raw: np.ndarray, labels: np.ndarray, recipe: str | Recipe = AIRLINE) -> dict[int, dict[str, float]]:
+    """cluster_profiles' z-scores for rows on the driver: *raw* has one column per recipe feature, *labels*
+    each row's cluster. A fit names its clusters from the sample it was fitted on, with no Spark pass."""
+    recipe = get(recipe)
+    values = raw.astype("float64").copy()
+    for i, c in enumerate(recipe.features):
+        if c in recipe.naming_log_scale:
+            values[:, i] = np.log1p(np.maximum(values[:, i], 0.0))
+    sums = {}
+    for cluster in np.unique(labels):
+        rows = values[labels == cluster]
+        sums[int(cluster)] = (len(rows), dict(zip(recipe.features, rows.sum(axis=0).tolist())),
+                              dict(zip(recipe.features, (rows * rows).sum(axis=0).tolist())))
+    return _zscores(sums, recipe.features)
+
+
+def _zscores(sums: dict[int, tuple[int, dict[str, float], dict[str, float]]],
+             features) -> dict[int, dict[str, float]]:
+    """Each cluster's mean relative to the population, in population standard deviations, from each
+    cluster's (rows, sum per feature, sum of squares per feature)."""
+    n = sum(rows for rows, _, _ in sums.values())
+    zscores: dict[int, dict[str, float]] = {c: {} for c in sums}
+    for f in features:
+        mean = sum(s[f] for _, s, _ in sums.values()) / n
+        std = max(sum(q[f] for _, _, q in sums.values()) / n - mean * mean, 0.0) ** 0.5
+        for c, (rows, s, _) in sums.items():
+            zscores[c][f] = (s[f] / rows - mean) / std if std > 1e-12 * max(1.0, abs(mean)) else 0.0
+    return zscores

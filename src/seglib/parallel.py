@@ -23,11 +23,22 @@ R = TypeVar("R")
 MAX_THREADS = 4  # enough to overlap latency; more would only queue on a laptop's cores
 
 
-def each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``[fn(x) for x in items]``, the calls running concurrently."""
+def each(fn: Callable[[T], R], items: Iterable[T], meanwhile: Callable[[], object] | None = None) -> list[R]:
+    """``[fn(x) for x in items]``, the calls running concurrently. *meanwhile*, if given, runs on the
+    calling thread while they do (what must stay on it, such as a Spark ML writer); the items' first
+    failure is raised before its own."""
     items = list(items)
-    if len(items) < 2:
+    if len(items) < 2 and meanwhile is None:
         return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(items)), thread_name_prefix="seglib") as pool:
+    error = None
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_THREADS, len(items))), thread_name_prefix="seglib") as pool:
         futures = [pool.submit(fn, x) for x in items]
-    return [f.result() for f in futures]  # in order: the first failure by position is the one raised
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException as e:  # noqa: BLE001 - raised once the items are done, unless one failed first
+                error = e
+    results = [f.result() for f in futures]  # in order: the first failure by position is the one raised
+    if error is not None:
+        raise error
+    return results

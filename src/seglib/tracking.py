@@ -122,8 +122,8 @@ def _params(result: ClusterResult, params: dict) -> dict[str, str]:
 
 
 def _segment_sizes(result: ClusterResult) -> dict[int, int]:
-    """Customers per segment, as the pass that named the clusters counted them (fit and score both make
-    one): no Spark job."""
+    """Customers per segment: result.cluster_stats, counted by scoring's pass or by save_cluster_outputs
+    (a Spark pass of its own only when neither ran)."""
     return {result.names[c][0]: int(stats["customers"]) for c, stats in result.cluster_stats.items()}
 
 
