@@ -80,48 +80,56 @@ def test_too_few_customers_for_k(spark):
         fit_segments(df, k=5, log=lambda *a: None)
 
 
-def test_fit_writes_nothing_and_the_save_step_keeps_model_tables_and_sizes(spark, fitted, schema, tmp_path):
+def test_fit_writes_nothing_and_the_save_step_keeps_the_model_and_the_tables(spark, fitted, schema, tmp_path):
     features, fitted_result = fitted
     model = tmp_path / "model"
     result = segment(features, "fit", str(model), k=5, seed=42, stability_runs=0, log=lambda *a: None)
-    assert not model.exists() and result.stats == {}  # the fit ran no pass over every customer and saved nothing
+    assert not model.exists()  # segment() computes; save_cluster_outputs writes
     assert result.names == fitted_result.names and 0.3 < result.silhouette <= 1
-    save_cluster_outputs(result, str(model), schema)
-    # The sizes and means were counted alongside the writes, and equal a join of features and assignments.
-    assert set(result.stats) == set(range(5))
+    metrics = save_cluster_outputs(result, str(model), schema)
     assignments = spark.read.table(f"{schema}.{TB.SEG_ASSIGNMENTS}")
     assert assignments.count() == features.count() == 3000
+    # All 3000 are in the fit sample: the profile kept from the fit is that of the written assignments.
+    assert result.fitted_on == 3000
     joined = features.toPandas().merge(assignments.toPandas(), on="customer_key")
     expected = joined.groupby(["segment", "segment_name"])[FEATURES].mean()
+    expected.insert(0, "share", joined.groupby(["segment", "segment_name"]).size() / 3000)
     expected.insert(0, "customers", joined.groupby(["segment", "segment_name"]).size())
     means = result.segment_means().set_index(["segment", "segment_name"])
     assert means.customers.sum() == 3000 and len(means) == 5
     pd.testing.assert_frame_equal(means, expected, check_dtype=False, check_index_type=False, atol=0.051)  # means to 0.1
-    # The saved model is plain Spark ML and assigns as the fit did; scoring with it keeps the names.
+    # The saved model is plain Spark ML and assigns as the fit did; scoring with it keeps the names and
+    # profiles every customer in its own pass.
     reloaded = PipelineModel.load(str(model / "pipeline"))
     again = reloaded.transform(features).select("customer_key", F.col("cluster").alias("again"))
     assert again.join(assignments, "customer_key").where("again != cluster").count() == 0
     scored = segment(features, "score", str(model))
-    assert scored.names == result.names and scored.stats == result.stats
-    metrics = spark.read.table(f"{schema}.{TB.SEG_CLUSTER_METRICS}").first()
-    assert metrics.k == 5 and abs(metrics.silhouette - result.silhouette) < 1e-12 and metrics.model_path == str(model)
+    assert scored.names == result.names
+    pd.testing.assert_frame_equal(scored.segment_means(), result.segment_means(), atol=1e-9)
+    row = spark.read.table(f"{schema}.{TB.SEG_CLUSTER_METRICS}").first()
+    assert row.k == 5 and abs(row.silhouette - result.silhouette) < 1e-12 and row.model_path == str(model)
+    assert metrics.first().asDict() == row.asDict()  # what the notebook shows is what was written
 
 
-def test_names_from_the_fit_sample_agree_with_every_customer(fitted):
-    """A fit names its clusters on the sample it was fitted on; fitted on a third of the fixture, the
-    names are those the profiles of all customers give."""
+def test_names_and_profile_from_the_fit_sample_agree_with_every_customer(fitted):
+    """A fit names and profiles its clusters on the sample it was fitted on; fitted on a third of the
+    fixture, the names are those the profiles of all customers give, the shares within a few points."""
     features, _ = fitted
     result = fit_segments(features, k=5, seed=42, stability_runs=0, fit_sample=1000, log=lambda *a: None)
     assert 0 < result.fitted_on < 1500
-    zscores, _ = cluster_profiles(result.predictions)  # over all 3000
+    assert sum(s["customers"] for s in result.cluster_stats.values()) == result.fitted_on
+    zscores, everyone = cluster_profiles(features, result.assignments)  # all 3000
     assert assign_names(zscores) == result.names
+    shares = result.segment_shares()
+    for c, stats in everyone.items():
+        assert shares[result.names[c][0]] == pytest.approx(stats["customers"] / 3000, abs=0.03)
 
 
-def test_sample_zscores_are_the_spark_profiles_z_scores(spark, fitted):
+def test_sample_zscores_are_the_spark_profiles_z_scores(fitted):
     """The driver's arithmetic and the Spark aggregation give the same z-scores on the same rows."""
     features, result = fitted
-    rows = result.predictions.toPandas()
-    zscores, _ = cluster_profiles(result.predictions)
+    rows = features.join(result.assignments, "customer_key").toPandas()
+    zscores, _ = cluster_profiles(features, result.assignments)
     from_rows = sample_zscores(rows[FEATURES].to_numpy(), rows["cluster"].to_numpy())
     assert set(from_rows) == set(zscores)
     for c in zscores:

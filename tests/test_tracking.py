@@ -95,9 +95,10 @@ def test_run_records_params_metrics_and_segments(fitted, logged):
     assert m["k"] == fitted.k and m["customers"] == fitted.customers == 400 and m["fitted_on"] == fitted.fitted_on
     assert m["silhouette"] == pytest.approx(fitted.silhouette, abs=1e-12)
     assert m["stability_ari"] == pytest.approx(fitted.stability.mean_ari, abs=1e-12)
+    # All 400 are in the fit sample: the shares are those of the assignments.
     sizes = fitted.assignments.toPandas().segment.value_counts().to_dict()
-    assert {k: v for k, v in m.items() if k.startswith("segment_size.")} == \
-        {f"segment_size.{s}": float(n) for s, n in sizes.items()}
+    assert {k: v for k, v in m.items() if k.startswith("segment_share.")} == \
+        {f"segment_share.{s}": pytest.approx(n / 400, abs=1e-12) for s, n in sizes.items()}
     assert sum(sizes.values()) == 400 and len(sizes) == fitted.k
     stability = {f"segment_stability.{fitted.names[c][0]}": pytest.approx(j)
                  for c, j in fitted.stability.jaccard.items()}

@@ -246,30 +246,28 @@ class ClusterResult:
     stability: Q.Stability = field(default_factory=lambda: Q.Stability([], {}))
     parameters: dict[str, str] = field(default_factory=dict)   # as given, for the run log
     fitted_on: int = 0                   # customers the model was fitted on (fit_sample); 0 when scoring
-    # customer_key, cluster and the model's features of every customer (lazy): what cluster_stats counts
-    predictions: DataFrame | None = None
-    stats: dict[int, dict] = field(default_factory=dict)  # see cluster_stats
-
-    @property
-    def cluster_stats(self) -> dict[int, dict]:
-        """cluster -> {"customers": n, <feature>: mean in original units} over every customer. Scoring
-        counts them in its pass; after a fit, save_cluster_outputs counts them alongside its writes;
-        otherwise it takes one Spark pass, here, once."""
-        if not self.stats and self.predictions is not None:
-            self.stats = _cluster_means(self.predictions, self.model.features)
-        return self.stats
+    # cluster -> {"customers": n, <feature>: mean in original units}: over the fit sample after a fit (the
+    # rows the model and its names come from; no Spark pass), over every customer when scoring
+    cluster_stats: dict[int, dict] = field(default_factory=dict)
 
     @property
     def centres_scaled(self) -> list[list[float]]:
         """KMeans centres in the standardised model space (z-units of the transformed features)."""
         return self.model.centres
 
+    def segment_shares(self) -> dict[int, float]:
+        """Segment id -> its share of the customers cluster_stats covers."""
+        total = sum(stats["customers"] for stats in self.cluster_stats.values())
+        return {self.names[c][0]: stats["customers"] / total for c, stats in self.cluster_stats.items()}
+
     def segment_means(self):
-        """Segment sizes and centres in original units (each feature's mean over the segment's members),
-        one row per segment in id order: a pandas DataFrame, no Spark job."""
+        """Per segment in id order: customers, share and each feature's mean in original units, over the
+        fit sample after a fit, over every customer when scoring (cluster_stats); a pandas DataFrame, no
+        Spark job. Every customer's profile is 04_profile's."""
         import pandas as pd
+        shares = self.segment_shares()
         rows = [{"segment": self.names[c][0], "segment_name": self.names[c][1], "customers": stats["customers"],
-                 **{f: round(float(stats[f]), 1) for f in self.model.features}}
+                 "share": round(shares[self.names[c][0]], 4), **{f: round(float(stats[f]), 1) for f in self.model.features}}
                 for c, stats in self.cluster_stats.items()]
         return pd.DataFrame(rows).sort_values("segment").reset_index(drop=True)
 
@@ -300,6 +298,13 @@ def _cluster_means(predictions: DataFrame, features) -> dict[int, dict]:
     rows = predictions.groupBy("cluster").agg(F.count("*").alias("customers"),
                                               *[F.avg(f).alias(f) for f in features]).collect()
     return {r["cluster"]: {"customers": r["customers"], **{f: r[f] for f in features}} for r in rows}
+
+
+def _sample_means(raw: np.ndarray, labels: np.ndarray, features) -> dict[int, dict]:
+    """_cluster_means of rows on the driver (one column per feature) and their clusters."""
+    return {int(c): {"customers": int((labels == c).sum()),
+                     **{f: float(v) for f, v in zip(features, raw[labels == c].mean(axis=0))}}
+            for c in np.unique(labels)}
 
 
 def _too_few(k, least: int, customers: int, recipe: Recipe = AIRLINE) -> str:
@@ -372,13 +377,15 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     spec.centres = [[float(v) for v in centre] for centre in best.cluster_centers_]
     score = silhouette(x, best.labels_, seed)
     stability = measure_stability(x, best.labels_, k, seed, n_init, stability_runs, log=log)
-    # Named from the profiles of the sample the model was fitted on, as its scaling and centres are: a
-    # naming pass over every customer cost 1-1.3 s at 1M before anything was written. Spark assigns every
-    # customer once, in the write of the assignments (save_cluster_outputs).
+    # Named and profiled on the sample the model was fitted on, as its scaling and centres are: a pass
+    # over every customer for that cost 1-1.3 s at 1M, and on two cores it does not hide behind the write
+    # of the assignments (measured side by side: no faster). Spark assigns every customer once, in that
+    # write (save_cluster_outputs); 04_profile profiles every customer.
     names = assign_names(sample_zscores(raw, best.labels_, recipe), recipe)
-    predictions = spec.pipeline().transform(features_df).select("customer_key", "cluster", *recipe.features)
+    predictions = spec.pipeline().transform(features_df).select("customer_key", "cluster")
     return ClusterResult(spec, names, _labelled(predictions, names), score, k, best_seed, transform, customers,
-                         "fit", k_param, sweep, stability, fitted_on=len(x), predictions=predictions)
+                         "fit", k_param, sweep, stability, fitted_on=len(x),
+                         cluster_stats=_sample_means(raw, best.labels_, recipe.features))
 
 
 # The saved model: the pipeline (plain Spark ML, loadable without seglib), the model as JSON (what
@@ -445,7 +452,7 @@ def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe
     sample = _sample_by_key(predictions, SILHOUETTE_SAMPLE, seed, customers)
     score = silhouette(sample[inputs].to_numpy(dtype="float64"), sample["cluster"].to_numpy(), seed)
     return ClusterResult(model, names, _labelled(predictions, names), score, len(names), seed,
-                         model.transform, customers, "score", str(len(names)), stats=stats)
+                         model.transform, customers, "score", str(len(names)), cluster_stats=stats)
 
 
 def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5, seed: int = 42,
@@ -474,22 +481,19 @@ METRICS_SCHEMA = ("parameters map<string,string>, mode string, k_param string, k
                   "customers long, model_path string, k_sweep string")
 
 
-def save_cluster_outputs(result: ClusterResult, model_path: str, schema: str, catalog: str | None = None) -> None:
-    """Everything the stage keeps, side by side: a fit's model (at *model_path*, when given), the
-    assignments and the run's metrics for the profile and write steps, and each cluster's size and means
-    over every customer (result.cluster_stats). Spark assigns every customer twice, in the write and in
-    the count: the statement is cheap, and caching 1M customers cost 1.2 s. Side by side the four took
-    2.2-2.6 s at 1M against 3.7-5.2 s one after another (seglib bench machine, warm server)."""
+def save_cluster_outputs(result: ClusterResult, model_path: str, schema: str, catalog: str | None = None) -> DataFrame:
+    """What the stage keeps, side by side: a fit's model (at *model_path*, when given) and, for the
+    profile and write steps, the assignments and the run's metrics. The model's small writes overlap
+    the assignments' (1M members: about 0.5 s saved)."""
     metrics = result.assignments.sparkSession.createDataFrame(
         [(result.parameters, result.mode, result.k_param, result.k, result.seed, result.transform, result.silhouette,
           result.stability.mean_ari, result.segment_stability(), result.unstable_segments(), result.customers,
           model_path, json.dumps(result.sweep))], METRICS_SCHEMA)
-    jobs = [lambda: TB.save_table(result.assignments, TB.SEG_ASSIGNMENTS, schema, catalog),
-            lambda: TB.save_table(metrics, TB.SEG_CLUSTER_METRICS, schema, catalog),
-            lambda: result.cluster_stats]
     # Spark ML's writer stays on this thread: over Spark Connect it needs the thread's active session.
     model = (lambda: save_model(result, model_path)) if result.mode == "fit" and model_path else None
-    parallel.each(lambda job: job(), jobs, meanwhile=model)
+    parallel.each(lambda item: TB.save_table(item[0], item[1], schema, catalog),
+                  [(result.assignments, TB.SEG_ASSIGNMENTS), (metrics, TB.SEG_CLUSTER_METRICS)], meanwhile=model)
+    return metrics
 
 
 def sweep_figures(result: ClusterResult) -> dict:

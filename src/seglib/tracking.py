@@ -1,6 +1,6 @@
 """MLflow tracking of the cluster stage, an optional extra (``pip install 'seglib[mlflow]'``).
 
-One run per clustering: the job's parameters, the quality metrics (silhouette, stability, segment sizes,
+One run per clustering: the job's parameters, the quality metrics (silhouette, stability, segment shares,
 the k sweep), the fitted model and the notebook's figures.
 
 Where runs go:
@@ -121,26 +121,20 @@ def _params(result: ClusterResult, params: dict) -> dict[str, str]:
     return {str(k): ("***" if _SECRET_NAME.search(str(k)) else str(v)) for k, v in sorted(merged.items())}
 
 
-def _segment_sizes(result: ClusterResult) -> dict[int, int]:
-    """Customers per segment: result.cluster_stats, counted by scoring's pass or by save_cluster_outputs
-    (a Spark pass of its own only when neither ran)."""
-    return {result.names[c][0]: int(stats["customers"]) for c, stats in result.cluster_stats.items()}
-
-
-def _metrics(result: ClusterResult, sizes: dict[int, int]) -> dict[str, float]:
+def _metrics(result: ClusterResult, shares: dict[int, float]) -> dict[str, float]:
     metrics = {"k": result.k, "silhouette": result.silhouette, "customers": result.customers,
                "unstable_segments": len(result.stability.unstable)}
     if result.fitted_on:
         metrics["fitted_on"] = result.fitted_on
     if result.stability.mean_ari is not None:
         metrics["stability_ari"] = result.stability.mean_ari
-    metrics.update({f"segment_size.{s}": n for s, n in sorted(sizes.items())})
+    metrics.update({f"segment_share.{s}": share for s, share in sorted(shares.items())})
     metrics.update({f"segment_stability.{result.names[c][0]}": j for c, j in sorted(result.stability.jaccard.items())})
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
-def _segments(result: ClusterResult, sizes: dict[int, int]) -> list[dict[str, Any]]:
-    return [{"segment": s, "segment_name": n, "cluster": c, "customers": sizes.get(s, 0),
+def _segments(result: ClusterResult, shares: dict[int, float]) -> list[dict[str, Any]]:
+    return [{"segment": s, "segment_name": n, "cluster": c, "share": shares.get(s, 0.0),
              "stability_jaccard": result.stability.jaccard.get(c)}
             for c, (s, n) in sorted(result.names.items(), key=lambda item: item[1][0])]
 
@@ -166,18 +160,20 @@ def _log_run(mlflow, result: ClusterResult, params: dict, figures: dict | None, 
              run_name: str, model_path: str, local: bool, log) -> tuple[str, str]:
     from . import __version__
     experiment_id = _experiment_id(mlflow, experiment, lakehouse, local)
-    sizes = _segment_sizes(result)
+    # Shares of the fit sample after a fit (what the model and its names come from), of every customer when
+    # scoring (ClusterResult.cluster_stats); gold_segment_summary has every segment's count.
+    shares = result.segment_shares()
     name = run_name or f"cluster {result.mode} k={result.k}"
     # Nested when a run is already open (a user's own, or a platform's), so it is neither ended nor reused.
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=mlflow.active_run() is not None) as run:
         mlflow.set_tags({"seglib.version": __version__, "seglib.mode": result.mode,
                          "seglib.feature_transform": result.transform})
         mlflow.log_params(_params(result, params))
-        mlflow.log_metrics(_metrics(result, sizes))
+        mlflow.log_metrics(_metrics(result, shares))
         for row in result.sweep:  # one point per k: the MLflow UI charts it over "step"
             mlflow.log_metrics({f"k_sweep.{m}": float(row[m]) for m in ("silhouette", "inertia") if m in row},
                                step=int(row["k"]))
-        mlflow.log_dict(_segments(result, sizes), "segments.json")
+        mlflow.log_dict(_segments(result, shares), "segments.json")
         if result.sweep:
             mlflow.log_dict({"k_sweep": result.sweep}, "k_sweep.json")
         mlflow.log_dict({**asdict(result.model), "seed": result.seed, "fitted_on": result.fitted_on},
