@@ -41,3 +41,19 @@ def test_ratios_and_the_markdown_show_the_cluster_stage_against_the_references()
     text = markdown(record)
     assert "| 03_cluster | 8.0 | 5.0 |" in text and "| `result = segment(features, mode)` | 3.0 |" in text
     assert "x = 1" not in text  # cells under 0.1 s are left out of the table
+
+
+def test_the_scikit_learn_reference_counts_its_fastest_run(tmp_path):
+    """On a Delta table written by delta-rs (no Spark): every run is kept, the fastest counts."""
+    import numpy as np
+    import pandas as pd
+    from deltalake import write_deltalake
+    from seglib.bench import sklearn_reference
+    from seglib.features import FEATURES
+    rng = np.random.default_rng(1)
+    kpi = pd.DataFrame(rng.gamma(2.0, 10.0, size=(3000, len(FEATURES))), columns=FEATURES)
+    kpi.loc[::100, FEATURES[0]] = np.nan  # na.drop, as the lab does: 30 rows go
+    write_deltalake(str(tmp_path / "kpi"), kpi)
+    result = sklearn_reference(str(tmp_path / "kpi"), n_init=1, repeats=3)
+    assert result["rows"] == 2970 and len(result["runs_s"]) == 3
+    assert result["total_s"] == min(result["runs_s"]) and 0 < result["fit_s"] <= result["total_s"]

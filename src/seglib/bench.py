@@ -8,7 +8,7 @@ notebook) while sampling the memory of the process tree, runs it once more on th
 - the lab's plain Challenge-5 code: na.drop, VectorAssembler, StandardScaler, KMeans k=5, a profile,
   a Delta write, in one Spark client process (on the job's server, warm by then);
 - single-node pandas + scikit-learn: the same seven features, StandardScaler, KMeans k=5 with the
-  job's restarts, and the cluster step's silhouette on a sample.
+  job's restarts, and the cluster step's silhouette on a sample; the fastest of three runs.
 
 It writes ``<output>/bench-<size>.json`` and ``.md`` per size and ``<output>/bench.md`` for all. The JSON
 also holds each notebook cell's time (papermill records it), and the ratios compare scikit-learn with both
@@ -120,12 +120,22 @@ def lab_plain(spark, schema: str) -> dict[str, float]:
     return t
 
 
-def sklearn_reference(kpi_path: str, n_init: int, seed: int = 42) -> dict[str, float]:
+def sklearn_reference(kpi_path: str, n_init: int, seed: int = 42, repeats: int = 3) -> dict:
     """The same seven features on one node: read (delta-rs), scale, KMeans k=5 from n_init seeds, and the
     cluster step's own silhouette (cluster.silhouette: a seeded sample, squared Euclidean, in 64 MB chunks).
     silhouette_score's defaults would build the sample's whole 10,000 x 10,000 distance matrix (800 MB):
     measured at 1M members, 0.65-1.7 s against 0.45 s, most of it the first touch of that memory, which
-    made the reference slower and its time vary by half from run to run."""
+    made the reference slower and its time vary by half from run to run.
+
+    Timed *repeats* times; the fastest counts (``total_s``, ``fit_s``; all in ``runs_s``). Timed once, the
+    reference took 1.4-2.35 s at 1M members from bench to bench, which swung the ratio more than any
+    change to the cluster stage did; the fastest of several is the reference at its best."""
+    runs = [_sklearn_once(kpi_path, n_init, seed) for _ in range(max(1, repeats))]
+    best = min(runs, key=lambda t: t["total_s"])
+    return {**best, "runs_s": [t["total_s"] for t in runs]}
+
+
+def _sklearn_once(kpi_path: str, n_init: int, seed: int) -> dict[str, float]:
     from deltalake import DeltaTable
     from sklearn.cluster import KMeans
     from sklearn.preprocessing import StandardScaler
@@ -249,7 +259,8 @@ def markdown(record: dict) -> str:
         lines += [f"| `{line}` | {s} |" for line, s in r["cells_s"]["03_cluster"] if s >= 0.1]
     lines += ["", "| reference (same data) | total s | fit s |", "|---|---|---|",
               f"| lab's plain Spark code (k=5, one fit) | {r['lab_plain']['total_s']} | {r['lab_plain']['fit_s']} |",
-              f"| pandas + scikit-learn (k=5, job's n_init) | {r['sklearn']['total_s']} | {r['sklearn']['fit_s']} |",
+              f"| pandas + scikit-learn (k=5, job's n_init; fastest of {len(r['sklearn'].get('runs_s', [0]))}) | "
+              f"{r['sklearn']['total_s']} | {r['sklearn']['fit_s']} |",
               "", "Ratios: " + ", ".join(f"{k} {v}" for k, v in r["ratios"].items()), ""]
     return "\n".join(lines)
 
