@@ -90,7 +90,7 @@ def sample_zscores(raw: np.ndarray, labels: np.ndarray, recipe: str | Recipe = A
     """cluster_profiles' z-scores for rows on the driver: *raw* has one column per recipe feature, *labels*
     each row's cluster. A fit names its clusters from the sample it was fitted on, with no Spark pass."""
     recipe = get(recipe)
-    values = raw.astype("float64").copy()
+    values = raw.astype("float64")  # a copy: the log scale is applied in place
     for i, c in enumerate(recipe.features):
         if c in recipe.naming_log_scale:
             values[:, i] = np.log1p(np.maximum(values[:, i], 0.0))
