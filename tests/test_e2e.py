@@ -138,7 +138,7 @@ def test_target_path_mode_writes_every_output_as_a_delta_folder(run, published_s
                       "--param", "k=4", "--param", "n_init=1", "--param", "stability_runs=0",
                       "--output", str(tmp_path / "runs"), env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for table in (TB.SEG_FEATURES, TB.SEG_CLUSTER_METRICS, TB.SEG_PROFILE, TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY):
+    for table in (TB.SEG_FEATURES, TB.SEG_ASSIGNMENTS, TB.SEG_PROFILE, TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY):
         assert DeltaTable(str(target / table)).version() >= 0, table
     assert len(DeltaTable(str(target / TB.GOLD_SEGMENTS)).to_pandas()) == CUSTOMERS
     assert "customers per segment" in (tmp_path / "runs" / "05_write.ipynb").read_text()

@@ -96,12 +96,12 @@ def test_handover_tables_are_created_anew_and_outputs_keep_their_history(spark, 
         return spark.sql(f"DESCRIBE HISTORY {schema}.{table}").count()
 
     for run_id, n in (("r1", 3), ("r2", 5)):
-        TB.save_table(_frame(spark, run_id, n), TB.SEG_PROFILE, schema)
+        TB.save_table(_frame(spark, run_id, n), TB.SEG_ASSIGNMENTS, schema)
         TB.save_table(_frame(spark, run_id, n), TB.GOLD_SUMMARY, schema)
-    assert history(TB.SEG_PROFILE) == 1 and history(TB.GOLD_SUMMARY) == 2
-    assert {r["run_id"] for r in TB.read_table(spark, TB.SEG_PROFILE, schema).collect()} == {"r2"}
-    assert TB.read_table(spark, TB.SEG_PROFILE, schema).count() == 5
+    assert history(TB.SEG_ASSIGNMENTS) == 1 and history(TB.GOLD_SUMMARY) == 2
+    assert {r["run_id"] for r in TB.read_table(spark, TB.SEG_ASSIGNMENTS, schema).collect()} == {"r2"}
+    assert TB.read_table(spark, TB.SEG_ASSIGNMENTS, schema).count() == 5
     assert TB.read_version(spark, TB.GOLD_SUMMARY, 0, schema).count() == 3
     # New columns replace the old ones, as an overwrite with overwriteSchema did.
-    TB.save_table(spark.createDataFrame([(1, 2.5)], "customer_key int, score double"), TB.SEG_PROFILE, schema)
-    assert TB.read_table(spark, TB.SEG_PROFILE, schema).columns == ["customer_key", "score"]
+    TB.save_table(spark.createDataFrame([(1, 2.5)], "customer_key int, score double"), TB.SEG_ASSIGNMENTS, schema)
+    assert TB.read_table(spark, TB.SEG_ASSIGNMENTS, schema).columns == ["customer_key", "score"]

@@ -7,7 +7,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from seglib import quality as Q
 from seglib import tables as TB
-from seglib.cluster import fit_segments, save_cluster_outputs, save_model, score_segments, segment
+from seglib.cluster import fit_segments, load_model, save_cluster_outputs, save_model, score_segments, segment
 from seglib.errors import InputContractError
 from seglib.features import build_features
 from seglib.generate import gold_tables

@@ -6,12 +6,11 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
 from seglib import tables as TB
-from seglib.cluster import (fit_segments, fit_transform, parse_fit_sample, parse_k, parse_k_range,
-                            save_cluster_outputs, segment)
+from seglib.cluster import (fit_segments, fit_transform, model_column, parse_fit_sample, parse_k,
+                            parse_k_range, save_cluster_outputs, segment)
 from seglib.errors import InputContractError, ParameterError, ValidationError
 from seglib.features import FEATURES, build_features
 from seglib.load import read_input, record_inputs
-from seglib.model import model_column, segmented_customers
 from seglib.naming import assign_names, cluster_profiles, sample_zscores
 from seglib.profile import profile_segments
 from test_features import _kpi
@@ -81,24 +80,18 @@ def test_too_few_customers_for_k(spark):
         fit_segments(df, k=5, log=lambda *a: None)
 
 
-def test_fit_writes_nothing_and_the_save_step_hands_over_the_model(spark, fitted, schema, tmp_path):
+def test_fit_writes_nothing_and_the_save_step_keeps_the_model_and_the_tables(spark, fitted, schema, tmp_path):
     features, fitted_result = fitted
     model = tmp_path / "model"
     result = segment(features, "fit", str(model), k=5, seed=42, stability_runs=0, log=lambda *a: None)
     assert not model.exists()  # segment() computes; save_cluster_outputs writes
     assert result.names == fitted_result.names and 0.3 < result.silhouette <= 1
-    TB.save_table(features, TB.SEG_FEATURES, schema)  # what 02_features hands over
     metrics = save_cluster_outputs(result, str(model), schema)
-    # The next steps segment seg_features with the model in seg_cluster_metrics: every customer, as the fit did.
-    segmented = segmented_customers(spark, schema)
-    assert segmented.columns == features.columns + ["cluster", "segment", "segment_name"]
-    assignments = segmented.select("customer_key", "cluster", "segment", "segment_name")
+    assignments = spark.read.table(f"{schema}.{TB.SEG_ASSIGNMENTS}")
     assert assignments.count() == features.count() == 3000
-    assert assignments.exceptAll(result.assignments).count() == 0 == result.assignments.exceptAll(assignments).count()
-    assert {r.segment: r.segment_name for r in assignments.distinct().collect()} == dict(result.names.values())
-    # All 3000 are in the fit sample: the profile kept from the fit is that of the handed-over assignments.
+    # All 3000 are in the fit sample: the profile kept from the fit is that of the written assignments.
     assert result.fitted_on == 3000
-    joined = segmented.toPandas()
+    joined = features.toPandas().merge(assignments.toPandas(), on="customer_key")
     expected = joined.groupby(["segment", "segment_name"])[FEATURES].mean()
     expected.insert(0, "share", joined.groupby(["segment", "segment_name"]).size() / 3000)
     expected.insert(0, "customers", joined.groupby(["segment", "segment_name"]).size())
@@ -115,26 +108,7 @@ def test_fit_writes_nothing_and_the_save_step_hands_over_the_model(spark, fitted
     pd.testing.assert_frame_equal(scored.segment_means(), result.segment_means(), atol=1e-9)
     row = spark.read.table(f"{schema}.{TB.SEG_CLUSTER_METRICS}").first()
     assert row.k == 5 and abs(row.silhouette - result.silhouette) < 1e-12 and row.model_path == str(model)
-    assert metrics.first().asDict(recursive=True) == row.asDict(recursive=True)  # what the notebook shows is what was written
-    # A score run hands over the model it loaded: the same segments.
-    save_cluster_outputs(scored, str(model), schema)
-    rescored = segmented_customers(spark, schema).select("customer_key", "cluster", "segment", "segment_name")
-    assert rescored.exceptAll(assignments).count() == 0 and rescored.count() == 3000
-
-
-def test_segmenting_without_a_handed_over_model_says_what_to_run(spark, fitted, schema):
-    features, result = fitted
-    TB.save_table(features, TB.SEG_FEATURES, schema)
-    old = spark.createDataFrame([(5, 0.5)], "k int, silhouette double")  # seg_cluster_metrics of an older seglib
-    TB.save_table(old, TB.SEG_CLUSTER_METRICS, schema)
-    with pytest.raises(InputContractError, match="seg_cluster_metrics has no columns model and segment_names "
-                                                 r"\(written by an older seglib\); run 03_cluster again"):
-        segmented_customers(spark, schema)
-    save_cluster_outputs(result, "", schema)
-    TB.save_table(features.drop("total_spent"), TB.SEG_FEATURES, schema)
-    with pytest.raises(InputContractError, match="seg_features lacks total_spent, which the model in "
-                                                 "seg_cluster_metrics uses"):
-        segmented_customers(spark, schema)
+    assert metrics.first().asDict() == row.asDict()  # what the notebook shows is what was written
 
 
 def test_names_and_profile_from_the_fit_sample_agree_with_every_customer(fitted):
@@ -144,7 +118,7 @@ def test_names_and_profile_from_the_fit_sample_agree_with_every_customer(fitted)
     result = fit_segments(features, k=5, seed=42, stability_runs=0, fit_sample=1000, log=lambda *a: None)
     assert 0 < result.fitted_on < 1500
     assert sum(s["customers"] for s in result.cluster_stats.values()) == result.fitted_on
-    zscores, everyone = cluster_profiles(features.join(result.assignments, "customer_key"))  # all 3000
+    zscores, everyone = cluster_profiles(features, result.assignments)  # all 3000
     assert assign_names(zscores) == result.names
     shares = result.segment_shares()
     for c, stats in everyone.items():
@@ -154,9 +128,8 @@ def test_names_and_profile_from_the_fit_sample_agree_with_every_customer(fitted)
 def test_sample_zscores_are_the_spark_profiles_z_scores(fitted):
     """The driver's arithmetic and the Spark aggregation give the same z-scores on the same rows."""
     features, result = fitted
-    rows = features.join(result.assignments, "customer_key")
-    zscores, _ = cluster_profiles(rows)
-    rows = rows.toPandas()
+    rows = features.join(result.assignments, "customer_key").toPandas()
+    zscores, _ = cluster_profiles(features, result.assignments)
     from_rows = sample_zscores(rows[FEATURES].to_numpy(), rows["cluster"].to_numpy())
     assert set(from_rows) == set(zscores)
     for c in zscores:
@@ -181,7 +154,7 @@ def test_row_order_does_not_change_the_model(fitted):
 
 def test_profile_arithmetic_and_names(spark, fitted):
     features, result = fitted
-    profile = profile_segments(features.join(result.assignments, "customer_key")).toPandas()
+    profile = profile_segments(features, result.assignments).toPandas()
     assert profile.customer_count.sum() == 3000 and abs(profile.share.sum() - 1) < 0.01
     # Averages equal a direct computation per cluster
     direct = (features.join(result.assignments, "customer_key").groupBy("cluster")

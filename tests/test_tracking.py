@@ -15,8 +15,7 @@ from pyspark.ml.feature import SQLTransformer
 from pyspark.sql import functions as F
 
 from seglib import tracking
-from seglib.cluster import fit_segments, save_model
-from seglib.model import SegmentModel
+from seglib.cluster import SegmentModel, fit_segments, save_model
 from seglib.errors import ParameterError
 from seglib.features import FEATURES
 

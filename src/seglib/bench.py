@@ -13,8 +13,8 @@ notebook) while sampling the memory of the process tree, runs it once more on th
 It writes ``<output>/bench-<size>.json`` and ``.md`` per size and ``<output>/bench.md`` for all. The JSON
 also holds each notebook cell's time (papermill records it), and the ratios compare scikit-learn with both
 the whole cluster stage and its ``segment()`` cell, which does what the reference does (fit, silhouette,
-and here also stability, on a sample) without the stage's saving the model and its handover table and
-the MLflow run. (The stage hands its model over; the profile and write steps assign every customer.)
+and here also stability, on a sample) without the stage's assigning every customer in Spark, saving the
+model, the handover tables and the MLflow run.
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def cell_seconds(executed: Path) -> list[tuple[str, float]]:
 
 # The cluster notebook's cell that fits (notebooks/03_cluster.ipynb): sample, scale, KMeans with restarts,
 # silhouette and stability, the part of the stage that does what the scikit-learn reference does. The
-# rest of the stage saves the model, hands it over (seg_cluster_metrics) and logs the MLflow run.
+# rest of the stage assigns every customer in Spark while writing, saves the model and the MLflow run.
 SEGMENT_CELL = "result = segment("
 
 

@@ -12,10 +12,9 @@ How the work is split, and why (numbers from ``seglib bench`` on a 2-core machin
   with more rows: fitted on 50,000 customers, a centre's standard error is a few hundredths of a
   standard deviation for any segment above 1% of the customers.
 - Spark then assigns every customer, with the fitted model written as one SQL statement (medians,
-  clip bounds, means, standard deviations and centres as literals) inside a Spark ML PipelineModel
-  (model.py). It runs where the data is, at any size, on classic Spark and Spark Connect alike, and a
-  saved model scores new data exactly as it was fitted. The stage hands that model over, not a table
-  of assignments: the profile and write steps apply it within their own scans of seg_features.
+  clip bounds, means, standard deviations and centres as literals) inside a Spark ML PipelineModel.
+  It runs where the data is, at any size, on classic Spark and Spark Connect alike, and a saved
+  model scores new data exactly as it was fitted.
 
 Model inputs (README, "Feature transform"): with the default ``log1p`` transform, counts, amounts and
 days since the last flight enter as log1p(x / median x), clipped to their 1st-99th percentiles. Logs
@@ -31,9 +30,11 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import SQLTransformer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -41,7 +42,6 @@ from . import parallel
 from . import quality as Q
 from . import tables as TB
 from .errors import InputContractError, ParameterError
-from .model import SegmentModel, from_json, labelled, model_column, to_json
 from .naming import assign_names, sample_zscores
 from .recipes import AIRLINE, Recipe, get
 
@@ -93,6 +93,67 @@ def parse_fit_sample(value) -> int:
     if not 1_000 <= n <= MAX_FIT_SAMPLE:
         raise ParameterError(f"fit_sample must be a whole number from 1000 to {MAX_FIT_SAMPLE}, got {value!r}")
     return n
+
+
+def model_column(feature: str) -> str:
+    return f"x_{feature}"
+
+
+def _lit(value) -> str:
+    """A double as a SQL literal that reads back to the same value."""
+    return repr(float(value))
+
+
+@dataclass
+class SegmentModel:
+    """A fitted model: how each feature is transformed and standardised, and the KMeans centres in that
+    standardised space. ``statement()`` is the whole model as one SQL SELECT."""
+    transform: str
+    medians: dict[str, float]                 # log1p: the divisor of each log feature
+    bounds: dict[str, tuple[float, float]]    # log1p: 1st and 99th percentile of each transformed feature
+    means: dict[str, float]
+    stds: dict[str, float]
+    centres: list[list[float]]                # k rows, one value per feature, standardised
+    # The recipe's clustering features, in model order, and those entering on a log scale. Models
+    # saved before recipes existed lack them: they are the airline recipe's.
+    features: list[str] = field(default_factory=lambda: list(AIRLINE.features))
+    log_features: list[str] = field(default_factory=lambda: list(AIRLINE.log_features))
+
+    def feature_expressions(self) -> dict[str, str]:
+        """SQL for each model input (before standardising)."""
+        exprs = {c: f"CAST(`{c}` AS DOUBLE)" for c in self.features}
+        if self.transform == "log1p":
+            for c in self.log_features:
+                exprs[c] = f"LN(1 + GREATEST(`{c}`, 0) / {_lit(self.medians[c])})"
+            exprs = {c: f"LEAST(GREATEST({e}, {_lit(self.bounds[c][0])}), {_lit(self.bounds[c][1])})"
+                     for c, e in exprs.items()}
+        return exprs
+
+    def statement(self) -> str:
+        """SELECT *, the standardised inputs ``x_<feature>`` and ``cluster`` (nearest centre; ties go to the
+        lower cluster) FROM __THIS__. A feature with no spread standardises to 0, as in Spark's StandardScaler."""
+        z = {c: (f"(({e}) - {_lit(self.means[c])}) / {_lit(self.stds[c])}" if self.stds[c] > 0 else "0.0D")
+             for c, e in self.feature_expressions().items()}
+        inner = "SELECT *, " + ", ".join(f"{e} AS `{model_column(c)}`" for c, e in z.items()) + " FROM __THIS__"
+        distances = [" + ".join(f"POW(`{model_column(c)}` - {_lit(centre[i])}, 2)" for i, c in enumerate(self.features))
+                     for centre in self.centres]
+        nearest = f"ARRAY_POSITION(ARRAY({', '.join(distances)}), ARRAY_MIN(ARRAY({', '.join(distances)}))) - 1"
+        return f"SELECT *, CAST({nearest} AS INT) AS cluster FROM ({inner})"
+
+    def pipeline(self) -> PipelineModel:
+        return PipelineModel(stages=[SQLTransformer(statement=self.statement())])
+
+    def standardise(self, raw: np.ndarray) -> np.ndarray:
+        """The model inputs of a (rows x features) array, as the SQL computes them."""
+        x = raw.astype("float64").copy()
+        if self.transform == "log1p":
+            for i, c in enumerate(self.features):
+                if c in self.log_features:
+                    x[:, i] = np.log1p(np.maximum(x[:, i], 0) / self.medians[c])
+                x[:, i] = np.clip(x[:, i], *self.bounds[c])
+        for i, c in enumerate(self.features):
+            x[:, i] = (x[:, i] - self.means[c]) / self.stds[c] if self.stds[c] > 0 else 0.0
+        return x
 
 
 def fit_transform(raw: np.ndarray, transform: str, recipe: str | Recipe = AIRLINE) -> SegmentModel:
@@ -217,6 +278,21 @@ class ClusterResult:
         return [self.names[c][1] for c in self.stability.unstable]
 
 
+def _labelled(predictions: DataFrame, names: dict[int, tuple[int, str]]) -> DataFrame:
+    """customer_key, cluster, segment, segment_name: the names as CASE expressions on the cluster.
+
+    Not a join with a k-row table: the join's `cluster IS NOT NULL` goes below the model's projection,
+    Spark copies the model's statement into that filter, and assigning 1M customers took 13-17 s against
+    0.8 s (seglib bench machine; the predictions had been cached to avoid it, 1.2 s at 1M)."""
+    cluster = F.col("cluster").cast("int")
+    segment = segment_name = None
+    for c, (s, n) in sorted(names.items()):
+        segment = (F if segment is None else segment).when(cluster == c, F.lit(s))
+        segment_name = (F if segment_name is None else segment_name).when(cluster == c, F.lit(n))
+    return predictions.select("customer_key", cluster.alias("cluster"), segment.cast("int").alias("segment"),
+                              segment_name.alias("segment_name"))
+
+
 def _cluster_means(predictions: DataFrame, features) -> dict[int, dict]:
     """cluster -> customers and each feature's mean, in one aggregation (k rows collected)."""
     rows = predictions.groupBy("cluster").agg(F.count("*").alias("customers"),
@@ -270,8 +346,8 @@ def no_autolog() -> None:
 def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "log1p", n_init: int = 3,
                  k_range=DEFAULT_K_RANGE, stability_runs: int = 2, fit_sample: int = FIT_SAMPLE,
                  recipe: str | Recipe = AIRLINE, log=print) -> ClusterResult:
-    """Fit on a seeded sample (k fixed or ``auto``, best of n_init KMeans seeds) and name the clusters;
-    ``assignments`` assigns every customer in Spark, lazily."""
+    """Fit on a seeded sample (k fixed or ``auto``, best of n_init KMeans seeds), then assign and name
+    every customer in Spark."""
     k_param, k = str(k), parse_k(k)
     seed, n_init, fit_sample = int(seed), int(n_init), parse_fit_sample(fit_sample)
     if n_init < 1:
@@ -302,10 +378,12 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     score = silhouette(x, best.labels_, seed)
     stability = measure_stability(x, best.labels_, k, seed, n_init, stability_runs, log=log)
     # Named and profiled on the sample the model was fitted on, as its scaling and centres are: a pass
-    # over every customer for that cost 1-1.3 s at 1M. 04_profile profiles every customer.
+    # over every customer for that cost 1-1.3 s at 1M, and on two cores it does not hide behind the write
+    # of the assignments (measured side by side: no faster). Spark assigns every customer once, in that
+    # write (save_cluster_outputs); 04_profile profiles every customer.
     names = assign_names(sample_zscores(raw, best.labels_, recipe), recipe)
     predictions = spec.pipeline().transform(features_df).select("customer_key", "cluster")
-    return ClusterResult(spec, names, labelled(predictions, names), score, k, best_seed, transform, customers,
+    return ClusterResult(spec, names, _labelled(predictions, names), score, k, best_seed, transform, customers,
                          "fit", k_param, sweep, stability, fitted_on=len(x),
                          cluster_stats=_sample_means(raw, best.labels_, recipe.features))
 
@@ -330,7 +408,8 @@ def save_model(result: ClusterResult, model_path: str) -> None:
         catalog_, schema_, volume = model_path.split("/")[2:5]
         spark.sql(f"CREATE VOLUME IF NOT EXISTS {TB.qualified(volume, schema_, catalog_)}")
     result.model.pipeline().write().overwrite().save(_pipeline_path(model_path))
-    spark.createDataFrame([(to_json(result.model, result.seed, result.fitted_on),)], "value string").coalesce(1).write.mode("overwrite").text(_spec_path(model_path))
+    spec = json.dumps({**asdict(result.model), "seed": result.seed, "fitted_on": result.fitted_on})
+    spark.createDataFrame([(spec,)], "value string").coalesce(1).write.mode("overwrite").text(_spec_path(model_path))
     names = spark.createDataFrame([(c, s, n, result.transform) for c, (s, n) in sorted(result.names.items())],
                                   "cluster int, segment int, segment_name string, feature_transform string")
     names.coalesce(1).write.mode("overwrite").json(_names_path(model_path))
@@ -339,14 +418,16 @@ def save_model(result: ClusterResult, model_path: str) -> None:
 def load_model(spark: SparkSession, model_path: str) -> tuple[SegmentModel, dict[int, tuple[int, str]], int]:
     """The model, the cluster names and the seed of the fit a fit run saved at *model_path*."""
     try:
-        spec = spark.read.text(_spec_path(model_path)).first()["value"]
+        spec = json.loads(spark.read.text(_spec_path(model_path)).first()["value"])
         rows = spark.read.schema("cluster int, segment int, segment_name string, feature_transform string") \
             .json(_names_path(model_path)).collect()
     except Exception as e:  # noqa: BLE001 - any failure to read means there is no usable model
         raise InputContractError(
             f"mode=score needs the model a fit run saved at {model_path} (model/ and segments/); "
             f"it could not be read ({type(e).__name__}). Run once with mode=fit first.") from None
-    model, seed = from_json(spec)
+    seed = int(spec.pop("seed", 0))
+    spec.pop("fitted_on", None)
+    model = SegmentModel(**{**spec, "bounds": {c: tuple(b) for c, b in spec["bounds"].items()}})
     names = {r["cluster"]: (r["segment"], r["segment_name"]) for r in rows}
     k = len(model.centres)
     if sorted(names) != list(range(k)):
@@ -370,7 +451,7 @@ def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe
     customers = sum(s["customers"] for s in stats.values())
     sample = _sample_by_key(predictions, SILHOUETTE_SAMPLE, seed, customers)
     score = silhouette(sample[inputs].to_numpy(dtype="float64"), sample["cluster"].to_numpy(), seed)
-    return ClusterResult(model, names, labelled(predictions, names), score, len(names), seed,
+    return ClusterResult(model, names, _labelled(predictions, names), score, len(names), seed,
                          model.transform, customers, "score", str(len(names)), cluster_stats=stats)
 
 
@@ -378,7 +459,7 @@ def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5
             transform: str = "log1p", n_init: int = 3, k_range=DEFAULT_K_RANGE, stability_runs: int = 2,
             fit_sample: int = FIT_SAMPLE, recipe: str | Recipe = AIRLINE, log=print) -> ClusterResult:
     """The cluster stage: ``fit`` refits, ``score`` applies the model saved at *model_path*. Nothing is
-    written: save_cluster_outputs saves a fit's model and hands it over to the next steps."""
+    written: save_cluster_outputs saves a fit's model and hands the assignments over."""
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     k_range = parse_k_range(k_range)
@@ -397,26 +478,21 @@ def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5
 
 METRICS_SCHEMA = ("parameters map<string,string>, mode string, k_param string, k int, seed int, feature_transform string, silhouette double, "
                   "stability_ari double, segment_stability map<string,double>, unstable_segments array<string>, "
-                  "customers long, model_path string, k_sweep string, "
-                  "model string, segment_names array<struct<cluster:int,segment:int,segment_name:string>>")
+                  "customers long, model_path string, k_sweep string")
 
 
 def save_cluster_outputs(result: ClusterResult, model_path: str, schema: str, catalog: str | None = None) -> DataFrame:
-    """What the stage keeps: a fit's model (at *model_path*, when given) and, for the profile and write
-    steps, seg_cluster_metrics: the run's metrics and the model itself (its JSON and segment names), which
-    they apply to seg_features (model.segmented_customers). The model's three small writes overlap the table's.
-
-    The assignments are not written: at 1M members that table's write cost 1.2-1.8 s here and two reads
-    and joins after it, while the model is one SQL projection that the next steps fuse into their own
-    scan of seg_features."""
+    """What the stage keeps, side by side: a fit's model (at *model_path*, when given) and, for the
+    profile and write steps, the assignments and the run's metrics. The model's three small writes
+    (0.5-0.6 s one after another at 1M members) overlap the two tables' writes."""
     metrics = result.assignments.sparkSession.createDataFrame(
         [(result.parameters, result.mode, result.k_param, result.k, result.seed, result.transform, result.silhouette,
           result.stability.mean_ari, result.segment_stability(), result.unstable_segments(), result.customers,
-          model_path, json.dumps(result.sweep), to_json(result.model, result.seed, result.fitted_on),
-          [(c, s, n) for c, (s, n) in sorted(result.names.items())])], METRICS_SCHEMA)
+          model_path, json.dumps(result.sweep))], METRICS_SCHEMA)
     # Spark ML's writer stays on this thread: over Spark Connect it needs the thread's active session.
     model = (lambda: save_model(result, model_path)) if result.mode == "fit" and model_path else None
-    parallel.each(lambda df: TB.save_table(df, TB.SEG_CLUSTER_METRICS, schema, catalog), [metrics], meanwhile=model)
+    parallel.each(lambda item: TB.save_table(item[0], item[1], schema, catalog),
+                  [(result.assignments, TB.SEG_ASSIGNMENTS), (metrics, TB.SEG_CLUSTER_METRICS)], meanwhile=model)
     return metrics
 
 

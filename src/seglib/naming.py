@@ -58,16 +58,18 @@ def _naming_scale(c: str, recipe: Recipe):
     return F.log1p(F.greatest(F.col(c), F.lit(0.0))) if c in recipe.naming_log_scale else F.col(c)
 
 
-def cluster_profiles(df: DataFrame, by: str = "cluster", recipe: str | Recipe = AIRLINE,
-                     averages: dict[str, str] | None = None,
+def cluster_profiles(features_df: DataFrame, assignments: DataFrame | None = None, by: str = "cluster",
+                     recipe: str | Recipe = AIRLINE, averages: dict[str, str] | None = None,
                      carry: tuple[str, ...] = ()) -> tuple[dict[int, dict[str, float]], dict[int, dict]]:
-    """Per cluster (column *by* of *df*, which also carries the recipe's features), in one aggregation
-    with k rows collected (each extra pass over the customers cost seconds at 1M):
+    """Per cluster (column *by* of *assignments*, or of *features_df* itself when it carries it), in one
+    aggregation with k rows collected (each extra pass over the customers cost seconds at 1M):
 
     - the z-scores the names follow: each feature's mean relative to the population, in population
       standard deviations, on the naming scale;
     - ``customers``, the mean of each column of *averages* (output name -> column) and the *carry*
       columns, which are constant within a cluster (a segment's name)."""
+    df = features_df if assignments is None else features_df.join(
+        assignments.select("customer_key", by, *[c for c in carry if c != by]), "customer_key")
     recipe = get(recipe)
     features, averages = recipe.features, averages or {}
     rows = (df.groupBy(by).agg(

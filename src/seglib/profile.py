@@ -9,16 +9,15 @@ from .recipes import AIRLINE, Recipe, get
 PROFILE_AVERAGES = AIRLINE.profile_averages  # the airline recipe's; each recipe has its own
 
 
-def profile_segments(segmented: DataFrame, recipe: str | Recipe = AIRLINE) -> DataFrame:
+def profile_segments(features_df: DataFrame, assignments: DataFrame, recipe: str | Recipe = AIRLINE) -> DataFrame:
     """One row per segment: id, name, cluster, size, share, averages in original units, z-scores.
 
-    *segmented*: the customers' features with their cluster, segment and segment_name
-    (model.segmented_customers), aggregated in one pass.
+    *assignments* carries customer_key, cluster, segment and segment_name (the cluster stage's output).
     """
-    spark = segmented.sparkSession
+    spark = features_df.sparkSession
     recipe = get(recipe)
     averages, features = recipe.profile_averages, recipe.features
-    zscores, profiles = cluster_profiles(segmented, by="segment", recipe=recipe, averages=averages,
+    zscores, profiles = cluster_profiles(features_df, assignments, by="segment", recipe=recipe, averages=averages,
                                          carry=("segment_name", "cluster"))
     total = sum(p["customers"] for p in profiles.values())
     records = []

@@ -33,11 +33,12 @@ RETAIL_CUSTOMERS = "retail_customers"
 
 # Handover between notebooks (one process each, on Databricks and under papermill)
 SEG_FEATURES = "seg_features"
-SEG_CLUSTER_METRICS = "seg_cluster_metrics"  # the run's metrics and its model (applied by model.segmented_customers)
+SEG_ASSIGNMENTS = "seg_assignments"
+SEG_CLUSTER_METRICS = "seg_cluster_metrics"
 SEG_PROFILE = "seg_profile"
 SEG_INPUTS = "seg_inputs"              # the Gold tables' Delta versions and row counts the run read
 SEG_FEATURE_REPORT = "seg_feature_report"
-HANDOVER_TABLES = (SEG_FEATURES, SEG_CLUSTER_METRICS, SEG_PROFILE, SEG_INPUTS, SEG_FEATURE_REPORT)
+HANDOVER_TABLES = (SEG_FEATURES, SEG_ASSIGNMENTS, SEG_CLUSTER_METRICS, SEG_PROFILE, SEG_INPUTS, SEG_FEATURE_REPORT)
 
 # Outputs
 GOLD_SEGMENTS = "gold_customer_segments_ml"
