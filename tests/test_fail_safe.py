@@ -6,7 +6,6 @@ notebooks, Spark Connect) on its lakehouse, with its parameters. The runs share 
 (conftest's published_spark), so a case costs its kernels, not a JVM start. Broken inputs are copies of the Gold tables as Delta folders, read
 through source_path; the gold tables stay catalog tables in schema contoso, read back with delta-rs.
 """
-import os
 import shutil
 import uuid
 from pathlib import Path

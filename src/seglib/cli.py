@@ -58,7 +58,7 @@ def cmd_generate(args) -> int:
 def _run_jobs(args, jobs: list[tuple[str, dict]], start_at: str | None = None) -> None:
     """Run bundle jobs locally, one after the other, each with its own parameters (as demo_install does)."""
     from . import bundle as B
-    from .runner import (check_params, dynamic_values, job_notebooks, job_params, local_spark, new_run_dir,
+    from .runner import (check_params, dynamic_values, job_params, local_spark, new_run_dir,
                          output_lock, run_job)
     bundle = B.load(args.bundle, args.target)
     out = args.output or new_run_dir()
