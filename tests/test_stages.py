@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 
 from seglib import tables as TB
 from seglib.cluster import (fit_segments, fit_transform, model_column, parse_fit_sample, parse_k,
-                            parse_k_range, save_cluster_outputs, segment)
+                            parse_k_range, save_cluster_outputs, segment, silhouette)
 from seglib.errors import InputContractError, ParameterError, ValidationError
 from seglib.features import FEATURES, build_features
 from seglib.load import read_input, record_inputs
@@ -71,6 +71,20 @@ def test_fit_sample_bounds():
     for bad in ["0", "999", "lots", "3000000"]:
         with pytest.raises(ParameterError, match="fit_sample must be a whole number from 1000"):
             parse_fit_sample(bad)
+
+
+@pytest.mark.parametrize("rows, k, seed", [(500, 3, 1), (12_000, 5, 42), (30_000, 8, 7)])
+def test_silhouette_is_scikit_learns_on_the_same_sample(rows, k, seed):
+    """The closed form gives silhouette_score's value (squared Euclidean, the same seeded 10,000 rows
+    above that size); a point alone in its cluster scores 0 in both."""
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import silhouette_score
+    x, labels = make_blobs(n_samples=rows, centers=k, n_features=7, cluster_std=2.5, random_state=seed)
+    x, labels = np.r_[x, [[40.0] * 7]], np.r_[labels, [k]]  # a singleton cluster
+    expected = silhouette_score(x, labels, metric="sqeuclidean", sample_size=10_000 if len(x) > 10_000 else None,
+                                random_state=seed)
+    assert silhouette(x, labels, seed) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(silhouette(x, np.zeros(len(x), int), seed))  # one cluster: undefined
 
 
 def test_too_few_customers_for_k(spark):

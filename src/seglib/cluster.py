@@ -192,14 +192,35 @@ def best_of(x: np.ndarray, k: int, seeds: list[int]):
 
 def silhouette(x: np.ndarray, labels: np.ndarray, seed: int) -> float:
     """Mean silhouette with squared Euclidean distance (the definition of Spark's ClusteringEvaluator,
-    which the lab's 0.3 bar refers to), on at most SILHOUETTE_SAMPLE seeded rows."""
-    from sklearn import config_context
-    from sklearn.metrics import silhouette_score
+    which the lab's 0.3 bar refers to), on at most SILHOUETTE_SAMPLE seeded rows: the value and the rows
+    of scikit-learn's ``silhouette_score(x, labels, metric="sqeuclidean", sample_size=SILHOUETTE_SAMPLE,
+    random_state=seed)``, without its rows x rows distance matrix.
+
+    With squared distances, a point's mean distance to a cluster's points is its squared distance to
+    the cluster's mean plus the cluster's mean squared spread around that mean (Spark's evaluator uses
+    the same identity), so each point needs k distances, not one per row: at 1M members scikit-learn's
+    chunked matrix took 0.43-0.64 s of the fit, this a few milliseconds. A point alone in its cluster
+    scores 0, as in scikit-learn."""
+    labels = np.asarray(labels)
     if not 2 <= len(set(labels.tolist())) < len(x):
         return float("nan")
-    size = SILHOUETTE_SAMPLE if len(x) > SILHOUETTE_SAMPLE else None
-    with config_context(working_memory=64):  # MB per chunk of the distance matrix (the default is 1 GB)
-        return float(silhouette_score(x, labels, metric="sqeuclidean", sample_size=size, random_state=seed))
+    if len(x) > SILHOUETTE_SAMPLE:
+        rows = np.random.RandomState(seed).permutation(len(x))[:SILHOUETTE_SAMPLE]  # silhouette_score's draw
+        x, labels = x[rows], labels[rows]
+    clusters, codes = np.unique(labels, return_inverse=True)
+    if len(clusters) < 2:
+        return float("nan")
+    counts = np.bincount(codes)
+    means = np.stack([x[codes == c].mean(axis=0) for c in range(len(clusters))])
+    spread = np.array([((x[codes == c] - means[c]) ** 2).sum(axis=1).mean() for c in range(len(clusters))])
+    to_cluster = ((x[:, None, :] - means[None, :, :]) ** 2).sum(axis=2) + spread[None, :]  # rows x k
+    own = np.arange(len(x)), codes
+    with np.errstate(divide="ignore", invalid="ignore"):
+        within = to_cluster[own] * counts[codes] / (counts[codes] - 1)  # the point itself excluded
+        to_cluster[own] = np.inf
+        nearest = to_cluster.min(axis=1)
+        scores = (nearest - within) / np.maximum(within, nearest)
+    return float(np.nan_to_num(scores).mean())
 
 
 def sweep_k(x: np.ndarray, k_range: tuple[int, int], seed: int, n_init: int, log=print) -> list[dict]:
