@@ -57,7 +57,7 @@ CLIP_QUANTILES = (0.01, 0.99)
 DEFAULT_K_RANGE = (3, 8)
 FIT_SAMPLE = 50_000        # customers the model is fitted on by default (a seeded sample)
 MAX_FIT_SAMPLE = 2_000_000  # 7 doubles each (airline): at most ~110 MB on the driver
-SILHOUETTE_SAMPLE = 10_000  # silhouette is quadratic in rows: scored on a seeded subsample
+SILHOUETTE_SAMPLE = 10_000  # rows the silhouette is scored on (seeded): kept from when it was quadratic in rows, so scores compare
 
 
 def parse_k(k) -> int | str:
