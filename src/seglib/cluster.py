@@ -276,6 +276,16 @@ class ClusterResult:
         """KMeans centres in the standardised model space (z-units of the transformed features)."""
         return self.model.centres
 
+    def saved_model(self) -> dict:
+        """The model as save_model writes it to ``model/`` (and MLflow logs it): transform, scaling and
+        centres, the seed of the chosen fit and the customers it was fitted on."""
+        return {**asdict(self.model), "seed": self.seed, "fitted_on": self.fitted_on}
+
+    def saved_segments(self) -> list[dict]:
+        """The clusters' ids and names as save_model writes them to ``segments/``."""
+        return [{"cluster": c, "segment": s, "segment_name": n, "feature_transform": self.transform}
+                for c, (s, n) in sorted(self.names.items())]
+
     def segment_shares(self) -> dict[int, float]:
         """Segment id -> its share of the customers cluster_stats covers."""
         total = sum(stats["customers"] for stats in self.cluster_stats.values())
@@ -429,9 +439,9 @@ def save_model(result: ClusterResult, model_path: str) -> None:
         catalog_, schema_, volume = model_path.split("/")[2:5]
         spark.sql(f"CREATE VOLUME IF NOT EXISTS {TB.qualified(volume, schema_, catalog_)}")
     result.model.pipeline().write().overwrite().save(_pipeline_path(model_path))
-    spec = json.dumps({**asdict(result.model), "seed": result.seed, "fitted_on": result.fitted_on})
-    spark.createDataFrame([(spec,)], "value string").coalesce(1).write.mode("overwrite").text(_spec_path(model_path))
-    names = spark.createDataFrame([(c, s, n, result.transform) for c, (s, n) in sorted(result.names.items())],
+    spec = spark.createDataFrame([(json.dumps(result.saved_model()),)], "value string")
+    spec.coalesce(1).write.mode("overwrite").text(_spec_path(model_path))
+    names = spark.createDataFrame([tuple(row.values()) for row in result.saved_segments()],
                                   "cluster int, segment int, segment_name string, feature_transform string")
     names.coalesce(1).write.mode("overwrite").json(_names_path(model_path))
 

@@ -35,7 +35,6 @@ import importlib.util
 import os
 import re
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,10 +175,8 @@ def _log_run(mlflow, result: ClusterResult, params: dict, figures: dict | None, 
         mlflow.log_dict(_segments(result, shares), "segments.json")
         if result.sweep:
             mlflow.log_dict({"k_sweep": result.sweep}, "k_sweep.json")
-        mlflow.log_dict({**asdict(result.model), "seed": result.seed, "fitted_on": result.fitted_on},
-                        "model/model.json")
-        mlflow.log_dict([{"cluster": c, "segment": s, "segment_name": n, "feature_transform": result.transform}
-                         for c, (s, n) in sorted(result.names.items())], "model/segments.json")
+        mlflow.log_dict(result.saved_model(), "model/model.json")
+        mlflow.log_dict(result.saved_segments(), "model/segments.json")
         mlflow.log_text(result.model.statement(), "model/statement.sql")
         if model_path and os.path.isdir(model_path):
             mlflow.log_artifacts(model_path, "model/saved")
