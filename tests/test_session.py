@@ -135,3 +135,35 @@ def test_how_long_a_server_is_kept(monkeypatch):
     before = S._fingerprint()
     monkeypatch.setenv("SEGLIB_SPARK_CONF", "spark.sql.shuffle.partitions=3")
     assert S._fingerprint() != before
+
+
+class _Frame:
+    """Stands in for a DataFrame whose cache() fails with *error*."""
+    def __init__(self, error=None):
+        self.error, self.unpersisted = error, False
+
+    def cache(self):
+        if self.error:
+            raise self.error
+        return self
+
+    def unpersist(self):
+        if self.error:
+            raise self.error
+        self.unpersisted = True
+
+
+def test_cache_falls_back_only_where_the_compute_has_no_cache():
+    serverless = RuntimeError("[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported on serverless compute.")
+    frame = _Frame(serverless)
+    assert S.cache(frame) is frame
+    S.uncache(frame)  # nothing was cached; nothing to free, no error
+    S.uncache(None)
+    with pytest.raises(RuntimeError, match="boom"):  # any other failure is a failure
+        S.cache(_Frame(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        S.uncache(_Frame(RuntimeError("boom")))
+    fine = _Frame()
+    assert S.cache(fine) is fine
+    S.uncache(fine)
+    assert fine.unpersisted

@@ -1,4 +1,6 @@
 """Cluster, profile and write on the small demo fixture, through real Delta tables."""
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -191,13 +193,26 @@ def _profile_and_kpi(spark, demo, fitted):
     return kpi, result.assignments
 
 
+def _cached_dataframes(spark) -> list[str]:
+    """The session's cached DataFrames (Delta caches each table's log state as well: left out)."""
+    infos = spark.sparkContext._jsc.sc().getRDDStorageInfo()
+    return sorted(i.name() for i in infos if not i.name().startswith("Delta Table State"))
+
+
 def test_outputs_are_validated_and_written(spark, demo, fitted, schema, tmp_path):
     kpi, assignments = _profile_and_kpi(spark, demo, fitted)
     # What the earlier steps hand over for the run log
     record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, schema)
     build_features(kpi)[1].save(spark, schema)
     save_cluster_outputs(fitted[1], str(tmp_path / "model"), schema)
+    cached = _cached_dataframes(spark)
     written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
+    # Nothing it cached stays behind on the session: a kept server runs many jobs (unpersist frees the
+    # blocks asynchronously, hence the wait)
+    deadline = time.monotonic() + 30
+    while _cached_dataframes(spark) != cached and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _cached_dataframes(spark) == cached
     assert {k: written[k] for k in ("customers", "unsegmented", "summary_total", "run_id")} == {
         "customers": 3000, "unsegmented": 0, "summary_total": 3000, "run_id": "r1"}
     seg = spark.read.table(f"{schema}.{TB.GOLD_SEGMENTS}")
@@ -210,6 +225,40 @@ def test_outputs_are_validated_and_written(spark, demo, fitted, schema, tmp_path
                                            F.round(F.avg("total_spent"), 2).alias("r")))
     bad = summary.join(expected, "segment").where("avg_flights != f OR avg_points != p OR avg_revenue != r")
     assert bad.count() == 0
+
+
+def _serverless_refusal(*args, **kwargs):
+    from pyspark.errors import AnalysisException
+    raise AnalysisException(message="[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported on "
+                                    "serverless compute. SQLSTATE: 0A000")
+
+
+def test_without_a_cache_as_on_serverless_the_same_outputs_are_validated_and_published(
+        spark, demo, fitted, tmp_path, monkeypatch):
+    """Databricks serverless refuses DataFrame.cache/unpersist; the write step then recomputes its outputs
+    for each action and publishes the same tables as with a cache, and still refuses bad ones."""
+    kpi, assignments = _profile_and_kpi(spark, demo, fitted)
+    schemas = []
+    for refuse in (False, True):
+        schema = f"nocache_{int(refuse)}"
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, schema)
+        build_features(kpi)[1].save(spark, schema)
+        save_cluster_outputs(fitted[1], str(tmp_path / schema), schema)
+        if refuse:
+            monkeypatch.setattr(type(kpi), "cache", _serverless_refusal)
+            monkeypatch.setattr(type(kpi), "unpersist", _serverless_refusal)
+            with pytest.raises(ValidationError, match="3 duplicate customer_key rows"):
+                write_outputs(spark, kpi, assignments.unionByName(assignments.limit(3)), schema, log=lambda *a: None)
+            assert not spark.catalog.tableExists(f"{schema}.{TB.GOLD_SEGMENTS}")
+        written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
+        assert written["customers"] == 3000
+        schemas.append(schema)
+    monkeypatch.undo()
+    for table in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION):
+        cached, recomputed = (spark.read.table(f"{s}.{table}") for s in schemas)
+        assert recomputed.count() == cached.count() > 0
+        assert recomputed.exceptAll(cached).count() == 0 and cached.exceptAll(recomputed).count() == 0
 
 
 def test_validation_refuses_duplicates_and_writes_nothing(spark, demo, fitted, schema):

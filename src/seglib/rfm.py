@@ -66,6 +66,7 @@ from pyspark.sql import functions as F
 
 from . import tables as TB
 from .errors import InputContractError, ParameterError
+from .session import cache
 
 CHAMPIONS = "Champions"
 LOYAL = "Loyal"
@@ -215,7 +216,7 @@ def rfm_report(transactions: DataFrame, as_of: date | None = None) -> RfmReport:
 def customer_rfm_and_report(transactions: DataFrame, as_of: date | None = None) -> tuple[DataFrame, RfmReport]:
     """customer_rfm and rfm_report from one grouping of the transactions (cached), not two."""
     as_of = default_as_of(transactions) if as_of is None else _check_as_of(as_of)
-    grouped = _by_customer(transactions, as_of).cache()
+    grouped = cache(_by_customer(transactions, as_of))
     return _customers(grouped), _report(grouped, as_of)
 
 

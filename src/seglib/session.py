@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from .errors import LocalSparkError
 
@@ -107,6 +107,39 @@ def get_spark(lakehouse: str | os.PathLike | None = None, app_name: str = "segli
         os.environ["SPARK_REMOTE"], os.environ[_TOKEN_ENV] = kept["url"], kept["token"]
         return SparkSession.builder.remote(kept["url"]).getOrCreate()
     return local_session(lakehouse, app_name=app_name)
+
+
+# Databricks serverless has no cache: DataFrame.cache()/persist()/unpersist() raise
+# [NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported on serverless compute.
+_NO_CACHE = "NOT_SUPPORTED_WITH_SERVERLESS"
+
+
+def _no_cache_here(error: Exception) -> bool:
+    condition = getattr(error, "getCondition", None)
+    return _NO_CACHE in str(error) or (callable(condition) and condition() == _NO_CACHE)
+
+
+def cache(df: DataFrame) -> DataFrame:
+    """*df* cached, where the compute has a cache; *df* itself on Databricks serverless, which has none:
+    there each action computes it anew from its inputs (the same rows: seglib's steps are deterministic)."""
+    try:
+        return df.cache()
+    except Exception as e:  # noqa: BLE001 - only "no cache on this compute" is expected
+        if _no_cache_here(e):
+            return df
+        raise
+
+
+def uncache(df: DataFrame | None) -> None:
+    """Free what cache() cached: a kept local server or a shared cluster runs many jobs, and a cached
+    DataFrame outlives the session that cached it."""
+    if df is None:
+        return
+    try:
+        df.unpersist()
+    except Exception as e:  # noqa: BLE001
+        if not _no_cache_here(e):
+            raise
 
 
 def describe(spark: SparkSession) -> str:

@@ -17,6 +17,7 @@ from . import tables as TB
 from .load import read_input
 from .errors import ValidationError
 from .migration import segment_migration
+from .session import cache, uncache
 from .tables import save_table
 
 UNSEGMENTED_ID = -1
@@ -127,14 +128,16 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, s
     key = R.get(recipe).key
     previous = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
     segments, summary = build_outputs(kpi, assignments, run_id, recipe)
-    # Cached: validated, compared with the previous version and written from the same computed rows.
-    segments, summary = segments.cache(), summary.cache()
+    # Cached: validated, compared with the previous version and written from the same computed rows
+    # (recomputed for each action where the compute has no cache: see session.cache).
+    segments, summary = cache(segments), cache(summary)
+    migration = None
     try:
         log(f"run {run_id}: validating")
         checks = validate_outputs(kpi, segments, summary, recipe)
         next_version = 0 if previous is None else previous + 1
         old = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
-        migration = segment_migration(old, segments, run_id, previous, next_version, key=key).cache()
+        migration = cache(segment_migration(old, segments, run_id, previous, next_version, key=key))
         migration.count()  # computed before publishing starts, so the publish itself only writes
         P.checkpoint("validated")
         written = {**checks, "run_id": run_id, "previous_version": previous}
@@ -147,8 +150,8 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, s
         P.publish(spark, {TB.GOLD_SEGMENTS: segments, TB.GOLD_SUMMARY: summary, TB.GOLD_MIGRATION: migration},
                   schema, catalog, guard=(TB.GOLD_SEGMENTS, previous), then=log_this_run, log=log)
     finally:
-        for df in (segments, summary):
-            df.unpersist()
+        for df in (segments, summary, migration):
+            uncache(df)
     return written
 
 
