@@ -55,6 +55,17 @@ DEMO_CUSTOMERS = 3000
 DEMO_PARAMS = ["--param", "n_init=2", "--param", "stability_runs=1", "--param", "mlflow_tracking=off"]
 
 
+# What Databricks serverless answers DataFrame.cache/persist/unpersist (it has no cache).
+SERVERLESS_NO_CACHE = ("[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported on serverless compute. "
+                       "SQLSTATE: 0A000")
+
+
+def refuse_cache(*args, **kwargs):
+    """A DataFrame method as serverless compute has it: patched over cache/unpersist."""
+    from pyspark.errors import AnalysisException
+    raise AnalysisException(message=SERVERLESS_NO_CACHE)
+
+
 def seglib_cli(*args, env=None):
     """The CLI in a process of its own, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "seglib.cli", *args], capture_output=True, text=True, timeout=1500,

@@ -4,6 +4,7 @@ import pytest
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
+from conftest import refuse_cache
 from seglib import rfm as R
 from seglib import tables as TB
 from seglib.errors import InputContractError, ParameterError
@@ -217,9 +218,7 @@ def test_rfm_and_report_from_one_grouping_equal_the_two_apart(transactions, as_o
     """What the features step uses: one cached grouping gives the same rows and report as the two calls;
     so does the grouping computed twice where the compute has no cache (Databricks serverless)."""
     if no_cache:
-        def refuse(*a, **k):
-            raise RuntimeError("[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported on serverless compute.")
-        monkeypatch.setattr(type(transactions), "cache", refuse)
+        monkeypatch.setattr(type(transactions), "cache", refuse_cache)
     rfm, report = R.customer_rfm_and_report(transactions, as_of)
     assert _rows(rfm) == _rows(R.customer_rfm(transactions, as_of))
     assert report == R.rfm_report(transactions, as_of)

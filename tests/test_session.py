@@ -25,6 +25,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+from conftest import SERVERLESS_NO_CACHE  # noqa: E402
 from seglib import cli, session as S  # noqa: E402
 
 QUERY = ("import seglib; s = seglib.get_spark({lakehouse!r}); "
@@ -154,7 +155,7 @@ class _Frame:
 
 
 def test_cache_falls_back_only_where_the_compute_has_no_cache():
-    serverless = RuntimeError("[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported on serverless compute.")
+    serverless = RuntimeError(SERVERLESS_NO_CACHE)
     frame = _Frame(serverless)
     assert S.cache(frame) is frame
     S.uncache(frame)  # nothing was cached; nothing to free, no error

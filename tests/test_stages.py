@@ -7,6 +7,7 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
+from conftest import refuse_cache
 from seglib import tables as TB
 from seglib.cluster import (fit_segments, fit_transform, model_column, parse_fit_sample, parse_k,
                             parse_k_range, save_cluster_outputs, segment, silhouette)
@@ -227,12 +228,6 @@ def test_outputs_are_validated_and_written(spark, demo, fitted, schema, tmp_path
     assert bad.count() == 0
 
 
-def _serverless_refusal(*args, **kwargs):
-    from pyspark.errors import AnalysisException
-    raise AnalysisException(message="[NOT_SUPPORTED_WITH_SERVERLESS] PERSIST TABLE is not supported on "
-                                    "serverless compute. SQLSTATE: 0A000")
-
-
 def test_without_a_cache_as_on_serverless_the_same_outputs_are_validated_and_published(
         spark, demo, fitted, tmp_path, monkeypatch):
     """Databricks serverless refuses DataFrame.cache/unpersist; the write step then recomputes its outputs
@@ -246,8 +241,8 @@ def test_without_a_cache_as_on_serverless_the_same_outputs_are_validated_and_pub
         build_features(kpi)[1].save(spark, schema)
         save_cluster_outputs(fitted[1], str(tmp_path / schema), schema)
         if refuse:
-            monkeypatch.setattr(type(kpi), "cache", _serverless_refusal)
-            monkeypatch.setattr(type(kpi), "unpersist", _serverless_refusal)
+            monkeypatch.setattr(type(kpi), "cache", refuse_cache)
+            monkeypatch.setattr(type(kpi), "unpersist", refuse_cache)
             with pytest.raises(ValidationError, match="3 duplicate customer_key rows"):
                 write_outputs(spark, kpi, assignments.unionByName(assignments.limit(3)), schema, log=lambda *a: None)
             assert not spark.catalog.tableExists(f"{schema}.{TB.GOLD_SEGMENTS}")
