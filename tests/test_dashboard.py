@@ -1,27 +1,36 @@
-"""The AI/BI (Lakeview) dashboard and its bundle resource.
+"""The AI/BI (Lakeview) dashboards and their bundle resource.
 
-Static checks on resources/customer_segments.dashboard.yml and dashboards/customer_segments.lvdash.json,
-then every dataset query and every widget query run on small real gold tables built by the pipeline's
-own stage-5 code, the way the dashboard runs them: unqualified table names resolved in the current schema.
+The gold tables' columns depend on the recipe (airline: kpi_customer_value's; retail: RFM), so there is
+one dashboard file per recipe and resources/customer_segments.dashboard.yml picks it with ${var.recipe}.
+Static checks on the resource and on each recipe's dashboards/customer_segments_<recipe>.lvdash.json,
+then every dataset query and every widget query run on small real gold tables of that recipe, built by
+the pipeline's own code (stage 5, and for retail the features step's RFM), the way the dashboard runs
+them: unqualified table names resolved in the current schema. A query naming a column the recipe's
+tables lack fails there, as it would on the warehouse.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import os
 import re
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
 from databricks.bundles.dashboards import Dashboard
 
+from seglib import bundle as B
+from seglib import recipes as R
 from seglib import tables as TB
 from seglib.write import UNSEGMENTED_ID, UNSEGMENTED_NAME, build_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESOURCE_YML = ROOT / "resources" / "customer_segments.dashboard.yml"
-DASHBOARD_JSON = ROOT / "dashboards" / "customer_segments.lvdash.json"
+RESOURCE_KEY = "customer_segments"
 
 GOLD_TABLES = {TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY}
 GRID_COLUMNS = 12  # layoutVersion GRID_V1
@@ -34,28 +43,45 @@ BACKTICKED = re.compile(r"`([^`]+)`")
 # ---------- helpers ----------
 
 def _resource() -> dict:
-    return yaml.safe_load(RESOURCE_YML.read_text())["resources"]["dashboards"]["customer_segments"]
+    return yaml.safe_load(RESOURCE_YML.read_text())["resources"]["dashboards"][RESOURCE_KEY]
 
 
-def _dashboard() -> dict:
-    return json.loads(DASHBOARD_JSON.read_text())
+def _deployed(recipe: str | None) -> dict:
+    """The dashboard resource as the bundle deploys it with `--var recipe=<recipe>` (None: the bundle's
+    default), its file_path and display_name resolved through seglib.bundle."""
+    env = {k: v for k, v in os.environ.items() if k != "BUNDLE_VAR_recipe"}
+    if recipe is not None:
+        env["BUNDLE_VAR_recipe"] = recipe
+    with mock.patch.dict(os.environ, env, clear=True):
+        bundle = B.load(ROOT)
+        spec = bundle.resources("dashboards")[RESOURCE_KEY]
+        return {"file": (bundle.files[f"dashboards.{RESOURCE_KEY}"].parent / bundle.resolve(spec["file_path"])).resolve(),
+                "display_name": bundle.resolve(spec["display_name"])}
 
 
-def _datasets() -> dict[str, str]:
+RECIPES = list(R.RECIPES)
+DASHBOARD_FILES = {recipe: _deployed(recipe)["file"] for recipe in RECIPES}
+
+
+def _dashboard(recipe: str) -> dict:
+    return json.loads(DASHBOARD_FILES[recipe].read_text())
+
+
+def _datasets(recipe: str) -> dict[str, str]:
     """Dataset name -> SQL (queryLines are joined verbatim, as Lakeview does)."""
-    return {d["name"]: "".join(d["queryLines"]) for d in _dashboard()["datasets"]}
+    return {d["name"]: "".join(d["queryLines"]) for d in _dashboard(recipe)["datasets"]}
 
 
-def _widgets() -> list[dict]:
-    return [item["widget"] for page in _dashboard()["pages"] for item in page["layout"]]
+def _widgets(recipe: str) -> list[dict]:
+    return [item["widget"] for page in _dashboard(recipe)["pages"] for item in page["layout"]]
 
 
-def _data_widgets() -> list[dict]:
-    return [w for w in _widgets() if "queries" in w]
+def _data_widgets(recipe: str) -> list[dict]:
+    return [w for w in _widgets(recipe) if "queries" in w]
 
 
-def _widget(name: str) -> dict:
-    return next(w for w in _widgets() if w["name"] == name)
+def _widget(recipe: str, name: str) -> dict:
+    return next(w for w in _widgets(recipe) if w["name"] == name)
 
 
 def _field_names_in(obj) -> set[str]:
@@ -98,12 +124,17 @@ def _current_database(spark, name: str):
         spark.catalog.setCurrentDatabase(previous)
 
 
+def _each_recipe(names) -> list:
+    """(recipe, name) pairs for parametrize, one per dataset or widget of each recipe's dashboard."""
+    return [pytest.param(recipe, name, id=f"{recipe}-{name}") for recipe in RECIPES for name in sorted(names(recipe))]
+
+
 # ---------- bundle resource ----------
 
 def test_resource_is_a_valid_bundle_dashboard():
     doc = yaml.safe_load(RESOURCE_YML.read_text())
     assert list(doc) == ["resources"] and list(doc["resources"]) == ["dashboards"]
-    assert list(doc["resources"]["dashboards"]) == ["customer_segments"]
+    assert list(doc["resources"]["dashboards"]) == [RESOURCE_KEY]
     res = _resource()
     dashboard = Dashboard.from_dict(res)  # strict: unknown keys raise
     assert dashboard.as_dict() == res  # nothing dropped or renamed on the way through
@@ -116,10 +147,16 @@ def test_dashboard_model_rejects_unknown_keys():
         Dashboard.from_dict({**_resource(), "dataset_catalogue": "x"})
 
 
-def test_file_path_resolves_relative_to_the_yaml():
-    path = (RESOURCE_YML.parent / _resource()["file_path"]).resolve()
-    assert path == DASHBOARD_JSON.resolve()
-    assert path.is_file() and path.name.endswith(".lvdash.json")
+def test_each_recipe_deploys_a_dashboard_file_of_its_own():
+    """file_path names ${var.recipe}; the CLI substitutes variables in resources before it resolves the
+    path (relative to the YAML) and reads the file, so `--var recipe=retail` deploys the retail file."""
+    assert "${var.recipe}" in _resource()["file_path"]
+    for recipe, path in DASHBOARD_FILES.items():
+        assert path.is_file() and path.name == f"customer_segments_{recipe}.lvdash.json", recipe
+        assert path.parent == (ROOT / "dashboards").resolve()
+        assert recipe in _deployed(recipe)["display_name"]  # which recipe's it is, in the workspace too
+    assert len(set(DASHBOARD_FILES.values())) == len(RECIPES) == len(R.RECIPES) >= 2
+    assert _deployed(None)["file"] == DASHBOARD_FILES["airline"]  # the bundle's default recipe
 
 
 def test_warehouse_catalog_and_schema_come_from_bundle_variables():
@@ -134,22 +171,23 @@ def test_warehouse_catalog_and_schema_come_from_bundle_variables():
 def test_bundle_declares_the_variables_and_includes_the_resource():
     bundle = yaml.safe_load((ROOT / "databricks.yml").read_text())
     used = set(re.findall(r"\$\{var\.([A-Za-z0-9_]+)\}", RESOURCE_YML.read_text()))
-    assert used == {"warehouse_id", "catalog", "schema"}
+    assert used == {"warehouse_id", "catalog", "schema", "recipe"}
     assert used <= set(bundle["variables"])
     assert any(RESOURCE_YML.relative_to(ROOT).match(pattern) for pattern in bundle["include"])
 
 
-# ---------- serialized dashboard ----------
+# ---------- serialized dashboards ----------
 
-def test_dashboard_json_structure():
-    dash = _dashboard()
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_dashboard_json_structure(recipe):
+    dash = _dashboard(recipe)
     names = [d["name"] for d in dash["datasets"]]
     assert len(names) == len(set(names))
     for d in dash["datasets"]:
         assert "query" not in d, "datasets use queryLines"
         assert d["queryLines"] and all(isinstance(line, str) for line in d["queryLines"])
         assert ";" not in "".join(d["queryLines"]), "one statement per dataset"
-    widget_names = [w["name"] for w in _widgets()]
+    widget_names = [w["name"] for w in _widgets(recipe)]
     assert len(widget_names) == len(set(widget_names))
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,60}", n) for n in widget_names)
     for page in dash["pages"]:
@@ -164,25 +202,44 @@ def test_dashboard_json_structure():
             cells |= area
 
 
-def test_expected_widgets_with_right_types_and_versions():
-    types = {w["name"]: w["spec"]["widgetType"] for w in _data_widgets()}
-    assert types == {
+EXPECTED_WIDGETS = {
+    "airline": {
         "total-customers": "counter",
         "segment-sizes": "bar",
         "revenue-by-segment": "bar",
         "segment-by-loyalty-tier": "bar",
         "status-by-segment": "bar",
         "top-members": "table",
-    }
-    for w in _data_widgets():
+    },
+    "retail": {
+        "total-customers": "counter",
+        "total-revenue": "counter",
+        "customers-per-segment": "bar",
+        "revenue-per-segment": "bar",
+        "customers-per-rfm-segment": "bar",
+        "revenue-per-rfm-segment": "bar",
+        "rfm-score-grid": "pivot",
+        "segment-by-rfm-segment": "bar",
+        "top-customers": "table",
+    },
+}
+STACKED = {"airline": ("segment-by-loyalty-tier", "status-by-segment"), "retail": ("segment-by-rfm-segment",)}
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_expected_widgets_with_right_types_and_versions(recipe):
+    types = {w["name"]: w["spec"]["widgetType"] for w in _data_widgets(recipe)}
+    assert types == EXPECTED_WIDGETS[recipe]
+    for w in _data_widgets(recipe):
         assert w["spec"]["version"] == SPEC_VERSIONS[w["spec"]["widgetType"]], w["name"]
-    for name in ("segment-by-loyalty-tier", "status-by-segment"):
-        assert "color" in _widget(name)["spec"]["encodings"], f"{name} is stacked by a colour field"
+    for name in STACKED[recipe]:
+        assert "color" in _widget(recipe, name)["spec"]["encodings"], f"{name} is stacked by a colour field"
 
 
-def test_widget_queries_reference_existing_datasets_and_bound_fields():
-    datasets = _datasets()
-    for w in _data_widgets():
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_widget_queries_reference_existing_datasets_and_bound_fields(recipe):
+    datasets = _datasets(recipe)
+    for w in _data_widgets(recipe):
         fields = set()
         for q in w["queries"]:
             assert q["query"]["datasetName"] in datasets, f"{w['name']}: unknown dataset"
@@ -191,8 +248,9 @@ def test_widget_queries_reference_existing_datasets_and_bound_fields():
         assert bound and bound <= fields, f"{w['name']}: encodings bind {bound - fields} not in its query"
 
 
-def test_dataset_queries_use_unqualified_gold_tables_only():
-    for name, sql in _datasets().items():
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_dataset_queries_use_unqualified_gold_tables_only(recipe):
+    for name, sql in _datasets(recipe).items():
         targets = _from_targets(sql)
         assert targets, name
         for t in targets:
@@ -203,8 +261,9 @@ def test_dataset_queries_use_unqualified_gold_tables_only():
         assert "${" not in sql and "__" not in sql, f"{name}: placeholder left in the query"
 
 
-def test_no_catalog_or_schema_hard_coded_anywhere():
-    text = DASHBOARD_JSON.read_text()
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_no_catalog_or_schema_hard_coded_anywhere(recipe):
+    text = DASHBOARD_FILES[recipe].read_text()
     assert not re.search(r"[\w`]+\s*\.\s*`?(gold_customer_segments_ml|gold_segment_summary)", text)
     for word in ("hive_metastore", "contoso", "${"):
         assert word not in text.lower(), word
@@ -212,6 +271,7 @@ def test_no_catalog_or_schema_hard_coded_anywhere():
 
 # ---------- on real gold tables ----------
 
+# airline: hand-made kpi_customer_value members through stage 5's build_outputs
 N_CUSTOMERS = 25
 NAMES = {0: "Premium Elite Members", 1: "Loyal Frequent Flyers", 2: "Occasional Travelers"}
 
@@ -231,21 +291,75 @@ def _cluster(key: int) -> int:
     return key % 3
 
 
-@pytest.fixture(scope="module")
-def gold(spark):
-    """The two gold tables, as stage 5 builds and writes them, in a schema of their own."""
-    schema = f"dashboard_{uuid.uuid4().hex[:10]}"
-    spark.sql(f"CREATE SCHEMA {schema}")
-    kpi_schema = TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE]
-    kpi = spark.createDataFrame(_kpi_rows(), kpi_schema)
+def _airline_gold(spark, schema: str) -> None:
+    kpi = spark.createDataFrame(_kpi_rows(), TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE])
     assignments = spark.createDataFrame(
         [(k, _cluster(k), _cluster(k), NAMES[_cluster(k)]) for k in range(1, N_CUSTOMERS)],
         "customer_key int, cluster int, segment int, segment_name string")
     segments, summary = build_outputs(kpi, assignments, "dashboard-test")
     TB.save_table(segments, TB.GOLD_SEGMENTS, schema)
     TB.save_table(summary, TB.GOLD_SUMMARY, schema)
-    yield schema
-    spark.sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+# retail: hand-made invoice lines through the features step's RFM (seglib.rfm) and stage 5's build_outputs,
+# without the optional retail_customers: the columns every retail run has
+N_SHOPPERS = 24
+RETAIL_NAMES = {0: "Top Spenders", 1: "Steady Buyers", 2: "Lapsed One-Timers"}
+CANCELLING = 5  # this customer cancels one unit of a purchase
+
+
+def _retail_lines() -> list[tuple]:
+    """Invoice lines in retail_transactions' column order: customer c buys 1 + c % 4 invoices, each of c
+    units at 2.50, 3.50, ... over 2024; customer CANCELLING returns one unit of its first."""
+    rows = []
+    for c in range(1, N_SHOPPERS + 1):
+        for i in range(1 + c % 4):
+            ts = dt.datetime(2024, 1, 1, 10) + dt.timedelta(days=(c * 7 + i * 40) % 360)
+            rows.append((f"{c}-{i}", c, ts, f"P{i}", "Gifts", c, 2.5 + i, 0.0, "United Kingdom", "web"))
+    rows.append((f"C{CANCELLING}-0", CANCELLING, dt.datetime(2024, 12, 30, 9), "P0", "Gifts", -1, 2.5, 0.0,
+                 "United Kingdom", "web"))
+    return rows
+
+
+def _revenue(c: int) -> float:
+    """Net revenue of customer c (monetary), from the lines' rule above."""
+    return sum(c * (2.5 + i) for i in range(1 + c % 4)) - (2.5 if c == CANCELLING else 0.0)
+
+
+def _retail_gold(spark, schema: str) -> None:
+    from seglib.features import build_retail_features
+    lines = spark.createDataFrame(_retail_lines(), TB.INPUT_SCHEMAS[TB.RETAIL_TRANSACTIONS])
+    base, _ = build_retail_features(lines)  # seg_features: customer_key, RFM values, scores, rule segment
+    assignments = spark.createDataFrame(
+        [(c, _cluster(c), _cluster(c), RETAIL_NAMES[_cluster(c)]) for c in range(1, N_SHOPPERS)],
+        "customer_key long, cluster int, segment int, segment_name string")
+    segments, summary = build_outputs(base, assignments, "dashboard-test", recipe="retail")
+    TB.save_table(segments, TB.GOLD_SEGMENTS, schema)
+    TB.save_table(summary, TB.GOLD_SUMMARY, schema)
+
+
+BUILDERS = {"airline": _airline_gold, "retail": _retail_gold}
+
+
+@pytest.fixture(scope="module")
+def gold(spark):
+    """recipe -> a schema of its own holding that recipe's two gold tables, built on first use."""
+    built: dict[str, str] = {}
+
+    def schema_of(recipe: str) -> str:
+        if recipe not in built:
+            schema = f"dashboard_{recipe}_{uuid.uuid4().hex[:10]}"
+            spark.sql(f"CREATE SCHEMA {schema}")
+            built[recipe] = schema
+            BUILDERS[recipe](spark, schema)
+        return built[recipe]
+    yield schema_of
+    for schema in built.values():
+        spark.sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_every_recipe_has_gold_tables_to_test_its_dashboard_on():
+    assert set(BUILDERS) == set(RECIPES)
 
 
 def _expected() -> dict:
@@ -259,14 +373,24 @@ def _expected() -> dict:
     return {"sizes": sizes, "revenue": revenue, "top_keys": [r[0] for r in top]}
 
 
-def _run(spark, gold, sql: str):
-    with _current_database(spark, gold):
+def _retail_expected() -> dict:
+    label = {c: RETAIL_NAMES[_cluster(c)] if c < N_SHOPPERS else UNSEGMENTED_NAME for c in range(1, N_SHOPPERS + 1)}
+    sizes, revenue = {}, {}
+    for c, name in label.items():
+        sizes[name] = sizes.get(name, 0) + 1
+        revenue[name] = revenue.get(name, 0.0) + _revenue(c)
+    top = sorted(label, key=lambda c: (-_revenue(c), c))[:20]
+    return {"sizes": sizes, "revenue": revenue, "top_ids": top}
+
+
+def _run(spark, schema: str, sql: str):
+    with _current_database(spark, schema):
         df = spark.sql(sql)
         return df.collect(), df.columns
 
 
 def test_gold_tables_have_the_pipeline_columns(spark, gold):
-    with _current_database(spark, gold):
+    with _current_database(spark, gold("airline")):
         seg = spark.table(TB.GOLD_SEGMENTS)
         summ = spark.table(TB.GOLD_SUMMARY)
         assert seg.columns == [f.name for f in TB.INPUT_SCHEMAS[TB.KPI_CUSTOMER_VALUE].fields] + [
@@ -277,18 +401,31 @@ def test_gold_tables_have_the_pipeline_columns(spark, gold):
         assert seg.filter(f"segment = {UNSEGMENTED_ID}").count() == 1
 
 
+def test_retail_gold_tables_have_the_pipeline_columns(spark, gold):
+    with _current_database(spark, gold("retail")):
+        seg = spark.table(TB.GOLD_SEGMENTS)
+        summ = spark.table(TB.GOLD_SUMMARY)
+        # as test_retail_e2e's run without retail_customers: no customer attributes
+        assert seg.columns == TB.RETAIL_RFM_COLUMNS + TB.GOLD_SEGMENT_COLUMNS
+        assert summ.columns == TB.RETAIL_SUMMARY_COLUMNS
+        assert seg.count() == N_SHOPPERS
+        assert seg.filter(f"segment = {UNSEGMENTED_ID}").count() == 1
+        assert {r.grouping for r in summ.select("grouping").distinct().collect()} == {"cluster", "rfm_segment"}
+
+
 def test_current_database_is_restored(spark, gold):
     before = spark.catalog.currentDatabase()
-    _run(spark, gold, "SELECT 1")
-    assert spark.catalog.currentDatabase() == before != gold
+    _run(spark, gold("airline"), "SELECT 1")
+    assert spark.catalog.currentDatabase() == before != gold("airline")
 
 
-@pytest.mark.parametrize("dataset", sorted(_datasets()))
-def test_dataset_query_runs_and_returns_the_bound_columns(spark, gold, dataset):
-    rows, columns = _run(spark, gold, _datasets()[dataset])
+@pytest.mark.parametrize("recipe, dataset", _each_recipe(_datasets))
+def test_dataset_query_runs_and_returns_the_bound_columns(spark, gold, recipe, dataset):
+    """Each recipe's dashboard on that recipe's gold tables: a column they lack fails the query here."""
+    rows, columns = _run(spark, gold(recipe), _datasets(recipe)[dataset])
     assert rows, f"{dataset} returned nothing"
     needed = set()
-    for w in _data_widgets():
+    for w in _data_widgets(recipe):
         for q in w["queries"]:
             if q["query"]["datasetName"] == dataset:
                 for f in q["query"]["fields"]:
@@ -296,35 +433,57 @@ def test_dataset_query_runs_and_returns_the_bound_columns(spark, gold, dataset):
     assert needed and needed <= set(columns), f"{dataset} lacks {needed - set(columns)}"
 
 
-@pytest.mark.parametrize("widget", sorted(w["name"] for w in _data_widgets()))
-def test_widget_query_runs_and_returns_its_encoded_fields(spark, gold, widget):
-    w = _widget(widget)
+@pytest.mark.parametrize("recipe, widget", _each_recipe(lambda r: [w["name"] for w in _data_widgets(r)]))
+def test_widget_query_runs_and_returns_its_encoded_fields(spark, gold, recipe, widget):
+    w = _widget(recipe, widget)
     (q,) = w["queries"]
-    rows, columns = _run(spark, gold, _widget_sql(_datasets()[q["query"]["datasetName"]], q["query"]))
+    rows, columns = _run(spark, gold(recipe), _widget_sql(_datasets(recipe)[q["query"]["datasetName"]], q["query"]))
     assert rows
     assert _field_names_in(w["spec"]["encodings"]) <= set(columns)
 
 
-def _widget_rows(spark, gold, name: str) -> list[dict]:
-    (q,) = _widget(name)["queries"]
-    rows, _ = _run(spark, gold, _widget_sql(_datasets()[q["query"]["datasetName"]], q["query"]))
+def test_a_query_naming_a_column_the_recipes_tables_lack_fails(spark, gold):
+    """What the two tests above rest on: the real query fails on a column the gold tables lack. The
+    airline dashboard (loyalty tier, status, flights) cannot work on retail's tables, the bug the
+    per-recipe dashboards fix."""
+    from pyspark.errors import AnalysisException
+    retail = gold("retail")
+    query = _datasets("retail")["ds_customers"]
+    sql = query.replace("       monetary\n", "       monetary,\n       loyalty_tier\n")
+    assert sql != query and "loyalty_tier" not in query
+    with pytest.raises(AnalysisException, match="loyalty_tier"):
+        _run(spark, retail, sql)
+    failing = []
+    for name, airline_sql in _datasets("airline").items():
+        try:
+            _run(spark, retail, airline_sql)
+        except AnalysisException:
+            failing.append(name)
+    assert failing, "the airline dashboard's queries all run on retail gold tables"
+
+
+def _widget_rows(spark, schema: str, recipe: str, name: str) -> list[dict]:
+    (q,) = _widget(recipe, name)["queries"]
+    rows, _ = _run(spark, schema, _widget_sql(_datasets(recipe)[q["query"]["datasetName"]], q["query"]))
     return [r.asDict() for r in rows]
 
 
+# ---------- airline widgets' values ----------
+
 def test_total_customers_counter(spark, gold):
-    (row,) = _widget_rows(spark, gold, "total-customers")
+    (row,) = _widget_rows(spark, gold("airline"), "airline", "total-customers")
     assert row["sum(customer_count)"] == N_CUSTOMERS
 
 
 def test_segment_sizes_add_up_to_the_customers(spark, gold):
-    rows = _widget_rows(spark, gold, "segment-sizes")
+    rows = _widget_rows(spark, gold("airline"), "airline", "segment-sizes")
     sizes = {r["segment_name"]: r["sum(customer_count)"] for r in rows}
     assert sizes == _expected()["sizes"]
     assert sum(sizes.values()) == N_CUSTOMERS
 
 
 def test_revenue_by_segment_sums_total_spent(spark, gold):
-    rows = _widget_rows(spark, gold, "revenue-by-segment")
+    rows = _widget_rows(spark, gold("airline"), "airline", "revenue-by-segment")
     revenue = {r["segment_name"]: r["sum(total_spent)"] for r in rows}
     expected = _expected()["revenue"]
     assert revenue.keys() == expected.keys()
@@ -333,21 +492,80 @@ def test_revenue_by_segment_sums_total_spent(spark, gold):
 
 
 def test_segment_by_loyalty_tier(spark, gold):
-    rows = _widget_rows(spark, gold, "segment-by-loyalty-tier")
+    rows = _widget_rows(spark, gold("airline"), "airline", "segment-by-loyalty-tier")
     assert sum(r["count(customer_key)"] for r in rows) == N_CUSTOMERS
     assert {r["loyalty_tier"] for r in rows} == {"Tier 4", "Tier 5", "Tier 6", "Unknown"}
     assert {r["segment_name"] for r in rows} == set(_expected()["sizes"])
 
 
 def test_customer_status_by_segment(spark, gold):
-    rows = _widget_rows(spark, gold, "status-by-segment")
+    rows = _widget_rows(spark, gold("airline"), "airline", "status-by-segment")
     assert sum(r["count(customer_key)"] for r in rows) == N_CUSTOMERS
     assert {r["customer_status"] for r in rows} == {"Active", "At Risk", "Inactive", "Unknown"}
 
 
 def test_top_members_are_the_20_with_most_points(spark, gold):
-    rows = _widget_rows(spark, gold, "top-members")
+    rows = _widget_rows(spark, gold("airline"), "airline", "top-members")
     assert [r["customer_key"] for r in rows] == _expected()["top_keys"]
     points = [r["total_loyalty_points"] for r in rows]
     assert points == sorted(points, reverse=True)
     assert all(r["segment_name"] for r in rows)
+
+
+# ---------- retail widgets' values ----------
+
+def test_retail_counters(spark, gold):
+    (customers,) = _widget_rows(spark, gold("retail"), "retail", "total-customers")
+    assert customers["sum(customer_count)"] == N_SHOPPERS  # the cluster rows only, not twice
+    (revenue,) = _widget_rows(spark, gold("retail"), "retail", "total-revenue")
+    assert revenue["sum(total_revenue)"] == pytest.approx(sum(_revenue(c) for c in range(1, N_SHOPPERS + 1)))
+
+
+def test_retail_customers_and_revenue_per_segment(spark, gold):
+    expected = _retail_expected()
+    sizes = {r["segment_name"]: r["sum(customer_count)"]
+             for r in _widget_rows(spark, gold("retail"), "retail", "customers-per-segment")}
+    assert sizes == expected["sizes"]
+    revenue = {r["segment_name"]: r["sum(total_revenue)"]
+               for r in _widget_rows(spark, gold("retail"), "retail", "revenue-per-segment")}
+    assert revenue.keys() == expected["revenue"].keys()
+    for name, value in expected["revenue"].items():
+        assert revenue[name] == pytest.approx(value)
+
+
+def test_retail_customers_and_revenue_per_rfm_segment(spark, gold):
+    from seglib.rfm import RFM_SEGMENTS
+    with _current_database(spark, gold("retail")):
+        truth = {r.rfm_segment: (r.n, r.revenue) for r in spark.sql(
+            f"SELECT rfm_segment, COUNT(*) AS n, SUM(monetary) AS revenue FROM {TB.GOLD_SEGMENTS} "
+            f"GROUP BY rfm_segment").collect()}
+    sizes = {r["rfm_segment"]: r["sum(customer_count)"]
+             for r in _widget_rows(spark, gold("retail"), "retail", "customers-per-rfm-segment")}
+    assert sizes == {name: n for name, (n, _) in truth.items()}
+    assert sum(sizes.values()) == N_SHOPPERS and set(sizes) <= set(RFM_SEGMENTS) and len(sizes) > 1
+    revenue = {r["rfm_segment"]: r["sum(total_revenue)"]
+               for r in _widget_rows(spark, gold("retail"), "retail", "revenue-per-rfm-segment")}
+    assert revenue == pytest.approx({name: total for name, (_, total) in truth.items()})
+
+
+def test_retail_rfm_score_grid(spark, gold):
+    rows = _widget_rows(spark, gold("retail"), "retail", "rfm-score-grid")
+    assert sum(r["count(customer_id)"] for r in rows) == N_SHOPPERS
+    with _current_database(spark, gold("retail")):
+        truth = {(f"R{r.r_score}", f"F{r.f_score}"): r.n for r in spark.sql(
+            f"SELECT r_score, f_score, COUNT(*) AS n FROM {TB.GOLD_SEGMENTS} GROUP BY r_score, f_score").collect()}
+    assert {(r["r_score"], r["f_score"]): r["count(customer_id)"] for r in rows} == truth
+    assert len({r["r_score"] for r in rows}) > 1 and len({r["f_score"] for r in rows}) > 1
+
+
+def test_retail_clusters_by_rfm_segment(spark, gold):
+    rows = _widget_rows(spark, gold("retail"), "retail", "segment-by-rfm-segment")
+    assert sum(r["count(customer_id)"] for r in rows) == N_SHOPPERS
+    assert {r["segment_name"] for r in rows} == set(_retail_expected()["sizes"])
+
+
+def test_retail_top_customers_are_the_20_with_most_revenue(spark, gold):
+    rows = _widget_rows(spark, gold("retail"), "retail", "top-customers")
+    assert [r["customer_id"] for r in rows] == _retail_expected()["top_ids"]
+    assert [r["monetary"] for r in rows] == pytest.approx([_revenue(c) for c in _retail_expected()["top_ids"]])
+    assert all(r["segment_name"] and r["rfm_segment"] and re.fullmatch(r"[1-5]{3}", r["rfm_score"]) for r in rows)

@@ -167,3 +167,117 @@ def test_a_task_missing_from_a_targets_task_list_is_caught(copy):
     last = B.load(ROOT).tasks("segmentation")[-1].key
     assert f"target classic: jobs.segmentation, task {last}: runs on no compute; give it an environment_key " \
            f"or a job_cluster_key in this target's task list" in check(copy)
+
+
+# ---------- compute per target: every job with notebook tasks, not only segmentation ----------
+
+WHEEL = "./dist/*.whl"  # the artifact's output (artifacts.seglib_wheel builds into dist/), relative to databricks.yml
+
+
+def _typed_jobs(target: str) -> dict:
+    """Every job of the target, merged the way the CLI merges targets (seglib.bundle), as typed Jobs."""
+    from databricks.bundles.jobs import Job
+    return {key: Job.from_dict(spec) for key, spec in B.load(ROOT, target).resources("jobs").items()}
+
+
+def test_classic_target_runs_every_notebook_task_on_a_job_cluster_with_the_wheel():
+    jobs = _typed_jobs("classic")
+    with_notebooks = {key for key, job in jobs.items() if any(t.notebook_task for t in job.tasks)}
+    assert {"segmentation", "demo_data"} <= with_notebooks  # demo_install and the refresh run these two
+    for key, job in jobs.items():
+        clusters = {c.job_cluster_key: c.new_cluster for c in job.job_clusters}
+        for task in job.tasks:
+            where = f"classic: jobs.{key}, task {task.task_key}"
+            assert task.environment_key is None, f"{where} still asks for serverless"
+            if task.notebook_task:
+                assert task.job_cluster_key in clusters, f"{where}: job_cluster_key {task.job_cluster_key!r}"
+                assert clusters[task.job_cluster_key].spark_version == "17.3.x-scala2.13", where
+                assert WHEEL in [lib.whl for lib in task.libraries], f"{where}: no wheel library"
+    # One cluster definition (a YAML anchor), so the jobs cannot drift apart.
+    specs = [c.as_dict() for key in with_notebooks for c in jobs[key].job_clusters]
+    assert specs and all(s == specs[0] for s in specs)
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_serverless_targets_run_every_notebook_task_in_the_jobs_environment(target):
+    for key, job in _typed_jobs(target).items():
+        environments = {e.environment_key: e for e in job.environments}
+        for task in job.tasks:
+            if task.notebook_task:
+                where = f"{target}: jobs.{key}, task {task.task_key}"
+                assert task.environment_key in environments, where
+                assert task.job_cluster_key is None and task.new_cluster is None and not task.libraries, where
+                assert "../dist/*.whl" in environments[task.environment_key].spec.dependencies, where
+
+
+def test_classic_cluster_is_one_definition_in_the_yaml():
+    text = (ROOT / "databricks.yml").read_text()
+    assert text.count("spark_version:") == 1 and text.count("whl: ./dist/*.whl") == 1
+
+
+# ---------- the daily mode=score refresh ----------
+
+REFRESH = "segmentation_refresh"
+
+
+@pytest.mark.parametrize("target", ["dev", "prod", "classic"])
+def test_the_daily_refresh_scores_with_the_segmentation_job_on_a_paused_schedule(target):
+    from databricks.bundles.jobs import Job, PauseStatus
+    from seglib.params import PARAMS
+    b = B.load(ROOT, target)
+    job = Job.from_dict(b.resolve(b.job(REFRESH)))  # variables resolved as the CLI does, then typed
+    seconds, minutes, hours, day_of_month, month, day_of_week = job.schedule.quartz_cron_expression.split()
+    assert (month, {day_of_month, day_of_week}) == ("*", {"*", "?"}), "daily"
+    assert all(f.isdigit() for f in (seconds, minutes, hours)), "once a day, at a fixed time"
+    assert job.schedule.timezone_id == "UTC"
+    assert job.schedule.pause_status == PauseStatus.PAUSED  # until someone flips refresh_schedule_status
+    (task,) = job.tasks
+    assert task.run_job_task.as_dict()["job_id"] == "${resources.jobs.segmentation.id}"
+    passed = task.run_job_task.job_parameters
+    assert passed["mode"] == "score" and PARAMS["mode"].parse("score") == "score"
+    # catalog and schema are the refresh job's own parameters, passed through, with the bundle's defaults
+    assert passed["catalog"] == "{{job.parameters.catalog}}" and passed["schema"] == "{{job.parameters.schema}}"
+    assert b.parameters(REFRESH) == {"catalog": b.variables()["catalog"], "schema": b.variables()["schema"]}
+    assert set(passed) <= set(b.parameters("segmentation"))
+
+
+def test_the_refresh_schedule_status_is_a_variable(monkeypatch):
+    assert B.load(ROOT, "prod").variables()["refresh_schedule_status"] == "PAUSED"
+    monkeypatch.setenv("BUNDLE_VAR_refresh_schedule_status", "UNPAUSED")
+    b = B.load(ROOT, "prod")
+    assert b.resolve(b.job(REFRESH)["schedule"])["pause_status"] == "UNPAUSED"
+    assert check(ROOT) == []
+
+
+def test_a_bad_refresh_schedule_is_caught_with_the_variables_resolved(copy, monkeypatch):
+    monkeypatch.setenv("BUNDLE_VAR_refresh_schedule_status", "PAUSD")
+    assert any(p.startswith(f"target prod: jobs.{REFRESH}: schedule:") and "'PAUSD' is not a valid PauseStatus" in p
+               for p in check(copy))
+    monkeypatch.delenv("BUNDLE_VAR_refresh_schedule_status")
+    edit_yaml(copy / "resources" / f"{REFRESH}.job.yml",
+              lambda d: d["resources"]["jobs"][REFRESH]["schedule"].update(quartz_cron_expression="0 6 * * *",
+                                                                           timezone_id="Europe/Nowhere"))
+    problems = check(copy)
+    assert any(f"jobs.{REFRESH}: schedule: quartz_cron_expression '0 6 * * *' is not a Quartz" in p for p in problems)
+    assert any(f"jobs.{REFRESH}: schedule: timezone_id 'Europe/Nowhere' is not a known time zone" in p
+               for p in problems)
+
+
+def test_seglib_run_of_a_job_without_notebooks_fails_clearly_before_starting_spark(tmp_path, monkeypatch, capsys):
+    import seglib.runner
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("a local Spark was started for a job that cannot run locally")
+    monkeypatch.setattr(seglib.runner, "local_spark", no_spark)
+    code = main(["run", "--job", REFRESH, "--bundle", str(ROOT), "--lakehouse", str(tmp_path / "lakehouse"),
+                 "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"seglib: error: job {REFRESH}: task segmentation is not a notebook task; it cannot run locally" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "lakehouse").exists()
+
+
+def test_a_dashboard_file_missing_for_a_recipe_is_caught(copy):
+    (copy / "dashboards" / "customer_segments_retail.lvdash.json").unlink()
+    assert ("dashboards.customer_segments: recipe retail has no dashboard file "
+            "../dashboards/customer_segments_retail.lvdash.json") in check(copy)

@@ -1,0 +1,242 @@
+"""The runtime matrix: the notebooks on the Spark and Delta of each platform seglib supports.
+
+Each row is a venv that `make runtimes` makes from runtimes/<row>.txt: the platform's pyspark, Delta
+and libraries. The seglib wheel goes on top with its dependencies, as a cluster library or a Fabric
+Environment installs it; then the notebooks run one after another with papermill, each in its own
+kernel with its own classic Spark session, as a person or a Fabric pipeline runs them (no `seglib run`,
+no Spark Connect server). On each row: the demo data, the segmentation job (fit, then `mode=score`) and
+the retail recipe, compared with the default run (conftest's published demo and test_retail_e2e's
+run, on the local Spark 4.1 through Spark Connect): same inputs, same segment ids and names. The
+fail-safe cases run on the Spark 3.5 row too.
+"""
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_CUSTOMERS
+from deltalake import DeltaTable, write_deltalake
+
+from seglib import bundle as B
+from seglib import tables as TB
+from seglib import wheel as W
+from seglib.runner import SEGMENTATION_JOB, declared_parameters, job_notebooks, job_params, notebook_parameters
+
+pytestmark = [pytest.mark.e2e, pytest.mark.matrix]
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = sorted(p.stem for p in (ROOT / "runtimes").glob("*.txt"))
+FAILSAFE_ROWS = {"spark35"}
+# The default run's parameters (conftest.DEMO_PARAMS; MLflow is off there and absent here).
+FIT = {"n_init": "2", "stability_runs": "1", "mlflow_tracking": "off"}
+RETAIL_CUSTOMERS, RETAIL_SEED = 800, 5  # test_retail_e2e's run
+GOLD = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION, TB.GOLD_RUNS]
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    return W.build(ROOT, tmp_path_factory.mktemp("wheel"))
+
+
+class Row:
+    """One runtime's venv, with a lakehouse of its own; runs notebooks there with papermill."""
+
+    def __init__(self, name: str, root: Path):
+        self.name, self.root = name, root
+        self.venv = ROOT / ".runtimes" / name
+        self.python = self.venv / "bin" / "python"
+        self.lakehouse = root / "lakehouse"
+        self.timings: dict[str, float] = {}
+        self.bundle = B.load(ROOT)
+
+    def notebook(self, stem: str, params: dict, env: dict | None = None, label: str = "") -> subprocess.CompletedProcess:
+        path = ROOT / "notebooks" / f"{stem}.ipynb"
+        out = self.root / "runs" / (label or "run") / path.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        values = notebook_parameters({**params, "lakehouse": str(self.lakehouse)}, declared_parameters(path))
+        (out.parent / f"{stem}.json").write_text(json.dumps(values))
+        # Nothing of the test process's Spark (Connect server address, token) or source tree leaks in: the
+        # kernel imports seglib from the installed wheel and starts its own Spark, in a folder of its own.
+        keep = {k: v for k, v in os.environ.items()
+                if not k.startswith(("SPARK_", "PYSPARK_", "SEGLIB_", "JUPYTER", "PYTHONPATH", "VIRTUAL_ENV"))}
+        start = time.perf_counter()
+        proc = subprocess.run([str(self.python), "-m", "papermill", str(path), str(out), "-f",
+                               str(out.parent / f"{stem}.json"), "-k", "python3", "--cwd", str(out.parent),
+                               "--no-progress-bar"], capture_output=True, text=True, timeout=1200,
+                              env={**keep, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}", **(env or {})})
+        self.timings[f"{label}/{stem}"] = time.perf_counter() - start
+        return proc
+
+    def job(self, label: str, overrides: dict, env: dict | None = None, start_at: str | None = None) -> None:
+        """The segmentation job's notebooks in task order, each in its own papermill run; stops at the first
+        failure with its error."""
+        params = job_params(self.bundle, SEGMENTATION_JOB, overrides, str(self.lakehouse))
+        params["run_id"] = label
+        for path in job_notebooks(self.bundle, SEGMENTATION_JOB, start_at):
+            proc = self.notebook(path.stem, params, env=env, label=label)
+            assert proc.returncode == 0, f"{self.name}: {label}/{path.stem} failed:\n{proc.stderr[-4000:]}"
+
+    def table(self, schema: str, table: str) -> DeltaTable:
+        return DeltaTable(str(self.lakehouse / "warehouse" / f"{schema}.db" / table))
+
+
+def _row(request, tmp_path_factory, wheel) -> Row:
+    row = Row(request.param, tmp_path_factory.mktemp(request.param))
+    assert row.python.exists(), (f"the {row.name} runtime is missing: `make runtimes` creates {row.venv} from "
+                                 f"runtimes/{row.name}.txt")
+    row.install_problems = W.install(row.venv, wheel, W.notebook_modules(ROOT / "notebooks"), log=lambda *a: None)
+    assert not row.install_problems, row.install_problems
+    started = time.perf_counter()
+    demo = {"schema": "contoso", "recipe": "airline", "customers": DEMO_CUSTOMERS, "seed": 42}
+    proc = row.notebook("00_generate_demo_data", demo, label="demo")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    row.job("fit", {"schema": "contoso", **FIT})
+    row.fit = {t: row.table("contoso", t).to_pandas() for t in GOLD}
+    row.job("score", {"schema": "contoso", **FIT, "mode": "score"})
+    retail = {"schema": "shop", "recipe": "retail", "customers": RETAIL_CUSTOMERS, "seed": RETAIL_SEED}
+    proc = row.notebook("00_generate_demo_data", retail, label="retail-demo")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    row.job("retail", {"schema": "shop", "recipe": "retail", **FIT})
+    row.elapsed = time.perf_counter() - started
+    print(f"\n[{row.name}] {row.elapsed:.0f} s for {len(row.timings)} notebooks: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in row.timings.items()))
+    return row
+
+
+@pytest.fixture(scope="module", params=ROWS)
+def row(request, tmp_path_factory, wheel):
+    return _row(request, tmp_path_factory, wheel)
+
+
+def _segments(df, key):
+    return df[[key, "segment", "segment_name"]].sort_values(key).reset_index(drop=True)
+
+
+def _summary(df):
+    order = ["grouping", "segment"] if "grouping" in df.columns else ["segment"]
+    return df.drop(columns=["run_id"]).sort_values(order).reset_index(drop=True)
+
+
+def _default(lakehouse: Path, schema: str, table: str):
+    return DeltaTable(str(lakehouse / "warehouse" / f"{schema}.db" / table)).to_pandas()
+
+
+def test_the_wheel_leaves_the_platform_as_it_was(row):
+    versions = subprocess.run([str(row.python), "-c", "import pyspark, delta; print(pyspark.__version__)"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    wanted = next(line.split("==")[1] for line in (ROOT / "runtimes" / f"{row.name}.txt").read_text().splitlines()
+                  if line.startswith("pyspark=="))
+    assert versions == wanted
+    assert row.install_problems == []
+
+
+def test_same_inputs_as_the_default_run(row, published):
+    """The generator gives the same Gold layer on every Spark (the fixture the comparisons rest on)."""
+    for table, key in [(TB.KPI_CUSTOMER_VALUE, "customer_key"), (TB.DIM_CUSTOMERS, "customer_key")]:
+        mine = row.table("contoso", table).to_pandas().drop(columns=["load_timestamp"], errors="ignore")
+        theirs = _default(published[0], "contoso", table).drop(columns=["load_timestamp"], errors="ignore")
+        assert mine.sort_values(key).reset_index(drop=True).equals(theirs.sort_values(key).reset_index(drop=True)), table
+
+
+def test_fit_gives_the_default_runs_segments(row, published):
+    mine, theirs = row.fit[TB.GOLD_SEGMENTS], _default(published[0], "contoso", TB.GOLD_SEGMENTS)
+    assert len(mine) == DEMO_CUSTOMERS
+    assert _segments(mine, "customer_key").equals(_segments(theirs, "customer_key"))
+    assert _summary(row.fit[TB.GOLD_SUMMARY]).equals(_summary(_default(published[0], "contoso", TB.GOLD_SUMMARY)))
+    assert set(mine.run_id) == {"fit"}
+
+
+def test_score_keeps_the_fits_ids_and_names(row):
+    scored = row.table("contoso", TB.GOLD_SEGMENTS).to_pandas()
+    assert set(scored.run_id) == {"score"}
+    assert _segments(scored, "customer_key").equals(_segments(row.fit[TB.GOLD_SEGMENTS], "customer_key"))
+    runs = row.table("contoso", TB.GOLD_RUNS).to_pandas().sort_values("run_id")
+    assert list(zip(runs.run_id, runs["mode"])) == [("fit", "fit"), ("score", "score")]
+    migration = row.table("contoso", TB.GOLD_MIGRATION).to_pandas()
+    assert set(migration.change) == {"stayed"} and migration.customers.sum() == DEMO_CUSTOMERS
+
+
+def test_retail_gives_the_default_runs_segments(row, published, retail_default):
+    mine = row.table("shop", TB.GOLD_SEGMENTS).to_pandas()
+    theirs = _default(published[0], "shop", TB.GOLD_SEGMENTS)
+    assert len(mine) > 0
+    assert _segments(mine, "customer_id").equals(_segments(theirs, "customer_id"))
+    rfm = ["customer_id", "r_score", "f_score", "m_score", "rfm_segment"]
+    assert mine[rfm].sort_values("customer_id").reset_index(drop=True).equals(
+        theirs[rfm].sort_values("customer_id").reset_index(drop=True))
+    assert _summary(row.table("shop", TB.GOLD_SUMMARY).to_pandas()).equals(
+        _summary(_default(published[0], "shop", TB.GOLD_SUMMARY)))
+
+
+@pytest.fixture(scope="module")
+def retail_default(published, published_spark):
+    """test_retail_e2e's run (`seglib demo --recipe retail`, schema shop of the published lakehouse), if that
+    module has not made it already."""
+    if not (published[0] / "warehouse" / "shop.db" / TB.GOLD_SEGMENTS / "_delta_log").is_dir():
+        from conftest import seglib_cli
+        proc = seglib_cli("demo", "--recipe", "retail", "--lakehouse", str(published[0]), "--schema", "shop",
+                          "--customers", str(RETAIL_CUSTOMERS), "--seed", str(RETAIL_SEED), "--output",
+                          str(published[0].parent / "retail-runs"), "--param", "n_init=2",
+                          "--param", "stability_runs=1", env=published_spark["env"])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- Fail-safe on the oldest runtime: a failed run leaves the gold tables at their Delta version -----------
+
+def _gold_state(row):
+    return {t: (row.table("contoso", t).version(), _rows(row.table("contoso", t))) for t in GOLD}
+
+
+def _rows(dt):
+    return sorted(repr(sorted(r.items())) for r in dt.to_pyarrow_table().to_pylist())
+
+
+@pytest.fixture(scope="module")
+def failsafe_row(row):
+    if row.name not in FAILSAFE_ROWS:
+        pytest.skip(f"the fail-safe cases run on {', '.join(sorted(FAILSAFE_ROWS))}")
+    return row
+
+
+def test_bad_input_stops_the_load_step_and_changes_nothing(failsafe_row):
+    row = failsafe_row
+    broken = row.root / "broken"
+    for t in TB.GOLD_INPUTS:
+        shutil.copytree(row.lakehouse / "warehouse" / "contoso.db" / t, broken / t)
+    dim = DeltaTable(str(broken / TB.DIM_CUSTOMERS)).to_pyarrow_table()
+    import pyarrow.compute as pc
+    write_deltalake(str(broken / TB.DIM_CUSTOMERS), dim.filter(pc.is_in(dim["customer_key"], value_set=_ints([4, 9]))),
+                    mode="append")
+    before = _gold_state(row)
+    params = job_params(row.bundle, SEGMENTATION_JOB, {"schema": "contoso", **FIT, "source_path": str(broken)},
+                        str(row.lakehouse))
+    proc = row.notebook("01_load", {**params, "run_id": "broken"}, label="broken")
+    assert proc.returncode != 0
+    assert "InputContractError" in proc.stderr and "dim_customers.customer_key: 2 duplicate key row(s)" in proc.stderr, \
+        proc.stderr[-3000:]
+    assert _gold_state(row) == before
+
+
+def _ints(values):
+    import pyarrow as pa
+    return pa.array(values, type=pa.int32())
+
+
+@pytest.mark.parametrize("fault", ["validated", f"publish:{TB.GOLD_SEGMENTS}"])
+def test_a_failed_write_changes_no_gold_rows(failsafe_row, fault):
+    """The write step fails after validating, or while publishing (the tables already replaced are
+    restored with Delta RESTORE); the gold tables keep their rows."""
+    row = failsafe_row
+    before = _gold_state(row)
+    params = job_params(row.bundle, SEGMENTATION_JOB, {"schema": "contoso", **FIT, "mode": "score"}, str(row.lakehouse))
+    proc = row.notebook("05_write", {**params, "run_id": f"fault-{fault.split(':')[0]}"},
+                        env={"SEGLIB_FAULT": fault}, label=f"fault-{fault.split(':')[0]}")
+    assert proc.returncode != 0 and f"failure injected at {fault}" in proc.stderr, proc.stderr[-3000:]
+    after = _gold_state(row)
+    for t in GOLD:
+        assert after[t][1] == before[t][1], f"{t} rows changed"
+        if fault == "validated":
+            assert after[t][0] == before[t][0], f"{t} version moved"
