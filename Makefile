@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LAKEHOUSE ?= .lakehouse
 SCHEMA    ?= contoso
 
-.PHONY: install demo test bench clean check-java
+.PHONY: install demo test test-fast runtimes bench clean check-java
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17+ is required by Spark 4 and was not found on PATH. Install a JDK 17 or newer (e.g. apt-get install openjdk-17-jdk-headless) and retry."; exit 1; }
@@ -17,7 +17,7 @@ check-java:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]'  # the local extra: pyspark, delta-spark, papermill, ...
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -26,9 +26,30 @@ install: check-java $(STAMP)
 demo: install
 	$(BIN)/seglib demo --lakehouse $(LAKEHOUSE) --schema $(SCHEMA)
 
-test: install
-	$(BIN)/seglib validate
+# The runtime matrix: one venv per runtime in runtimes/ (the platform's Spark, Delta and libraries); the
+# tests install the seglib wheel on top, with its dependencies, as a cluster library or Fabric Environment does.
+RUNTIMES    := $(basename $(notdir $(wildcard runtimes/*.txt)))
+RUNTIME_DIR := .runtimes
+
+$(RUNTIME_DIR)/%/.installed: runtimes/%.txt
+	rm -rf $(RUNTIME_DIR)/$*
+	$(PYTHON) -m venv $(RUNTIME_DIR)/$*
+	$(RUNTIME_DIR)/$*/bin/pip install --quiet --upgrade pip
+	$(RUNTIME_DIR)/$*/bin/pip install --quiet -r runtimes/$*.txt
+	$(RUNTIME_DIR)/$*/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+runtimes: $(RUNTIMES:%=$(RUNTIME_DIR)/%/.installed)
+
+# Everything, the runtime matrix included (about 25 min on 2 cores).
+test: install runtimes
+	$(BIN)/seglib validate --runtime $(RUNTIME_DIR)/spark35
 	$(BIN)/python -m pytest
+
+# The edit loop: no runtime matrix, no wheel install.
+test-fast: install
+	$(BIN)/seglib validate --skip-wheel
+	$(BIN)/python -m pytest -m "not matrix"
 
 # Not part of `make test`: 62,988 and 1,000,000 members (BENCH_ARGS=--large adds 10,000,000); results in bench/.
 bench: install

@@ -142,3 +142,24 @@ def test_what_seglib_modules_name_for_preloading_exists():
     for module in (cluster, tracking):
         for extra in module.__preload__:
             assert importlib.util.find_spec(extra) is not None, (module.__name__, extra)
+
+
+def test_auto_session_is_connect_only_where_pyspark_can_be_a_connect_client(monkeypatch):
+    import importlib.util
+
+    import pyspark
+
+    from seglib.runner import session_kind
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    assert session_kind("auto") == "connect"  # this venv: pyspark 4.1 with the connect extra
+    monkeypatch.setattr(pyspark, "__version__", "3.5.5")  # a 3.5 pip package has no Connect server
+    assert session_kind("auto") == "classic"
+    monkeypatch.setattr(pyspark, "__version__", "4.0.1")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
+    assert session_kind("auto") == "classic"  # pyspark without the connect extra
+    monkeypatch.setenv("SPARK_REMOTE", "sc://localhost:15002")
+    assert session_kind("auto") == "connect"  # someone else's server
+    assert session_kind("classic") == "classic"
+    with pytest.raises(ParameterError, match="--session must be one of"):
+        session_kind("serverless")

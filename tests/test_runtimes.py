@@ -58,17 +58,20 @@ class Row:
         out.parent.mkdir(parents=True, exist_ok=True)
         values = notebook_parameters({**params, "lakehouse": str(self.lakehouse)}, declared_parameters(path))
         (out.parent / f"{stem}.json").write_text(json.dumps(values))
-        # Nothing of the test process's Spark (Connect server address, token) or source tree leaks in: the
-        # kernel imports seglib from the installed wheel and starts its own Spark, in a folder of its own.
-        keep = {k: v for k, v in os.environ.items()
-                if not k.startswith(("SPARK_", "PYSPARK_", "SEGLIB_", "JUPYTER", "PYTHONPATH", "VIRTUAL_ENV"))}
         start = time.perf_counter()
         proc = subprocess.run([str(self.python), "-m", "papermill", str(path), str(out), "-f",
                                str(out.parent / f"{stem}.json"), "-k", "python3", "--cwd", str(out.parent),
                                "--no-progress-bar"], capture_output=True, text=True, timeout=1200,
-                              env={**keep, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}", **(env or {})})
+                              env={**self.env(), **(env or {})})
         self.timings[f"{label}/{stem}"] = time.perf_counter() - start
         return proc
+
+    def env(self) -> dict:
+        """Nothing of the test process's Spark (Connect server address, token) or source tree leaks in: the
+        kernel imports seglib from the installed wheel and starts its own Spark."""
+        keep = {k: v for k, v in os.environ.items()
+                if not k.startswith(("SPARK_", "PYSPARK_", "SEGLIB_", "JUPYTER", "PYTHONPATH", "VIRTUAL_ENV"))}
+        return {**keep, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}", "SEGLIB_SERVER_IDLE": "0"}
 
     def job(self, label: str, overrides: dict, env: dict | None = None, start_at: str | None = None) -> None:
         """The segmentation job's notebooks in task order, each in its own papermill run; stops at the first
@@ -95,7 +98,19 @@ def _row(request, tmp_path_factory, wheel) -> Row:
     assert proc.returncode == 0, proc.stderr[-4000:]
     row.job("fit", {"schema": "contoso", **FIT})
     row.fit = {t: row.table("contoso", t).to_pandas() for t in GOLD}
-    row.job("score", {"schema": "contoso", **FIT, "mode": "score"})
+    # The refresh through `seglib run` (the runner extra beside the platform's Spark): on these runtimes it
+    # falls back to a classic session per notebook by itself.
+    extra = subprocess.run([str(row.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                            f"{wheel}[runner]"], capture_output=True, text=True)
+    assert extra.returncode == 0, extra.stderr[-3000:]
+    start = time.perf_counter()
+    row.score = subprocess.run([str(row.venv / "bin" / "seglib"), "run", "--lakehouse", str(row.lakehouse),
+                                "--schema", "contoso", "--output", str(row.root / "runs" / "score"), "--bundle", str(ROOT),
+                                "--param", "mode=score", *[f"--param={k}={v}" for k, v in FIT.items()]],
+                               capture_output=True, text=True, timeout=3000, cwd=row.root,
+                               env={**row.env(), "PYTHONUNBUFFERED": "1"})
+    row.timings["score/seglib run"] = time.perf_counter() - start
+    assert row.score.returncode == 0, row.score.stdout[-3000:] + row.score.stderr[-3000:]
     retail = {"schema": "shop", "recipe": "retail", "customers": RETAIL_CUSTOMERS, "seed": RETAIL_SEED}
     proc = row.notebook("00_generate_demo_data", retail, label="retail-demo")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -147,6 +162,13 @@ def test_fit_gives_the_default_runs_segments(row, published):
     assert _segments(mine, "customer_key").equals(_segments(theirs, "customer_key"))
     assert _summary(row.fit[TB.GOLD_SUMMARY]).equals(_summary(_default(published[0], "contoso", TB.GOLD_SUMMARY)))
     assert set(mine.run_id) == {"fit"}
+
+
+def test_seglib_run_refreshes_with_a_classic_session_per_notebook(row):
+    assert "Each notebook starts its own Spark session (classic)" in row.score.stdout
+    for i, name in enumerate(["01_load", "02_features", "03_cluster", "04_profile", "05_write", "06_insights"], 1):
+        assert f"[{i}/6] {name} ... ok" in row.score.stdout
+    assert (row.root / "runs" / "score" / "report.html").is_file()
 
 
 def test_score_keeps_the_fits_ids_and_names(row):

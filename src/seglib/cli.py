@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -39,6 +40,10 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="bundle target whose overrides apply (default: the bundle's default target)")
     p.add_argument("--bundle", type=Path, help="folder with databricks.yml (default: found from the cwd)")
     p.add_argument("--output", type=Path, help="where executed notebooks go (default: runs/<run-id>)")
+    p.add_argument("--session", default="auto", choices=["auto", "connect", "classic"],
+                   help="connect: one Spark Connect server for the run's notebooks (as Databricks serverless); "
+                        "classic: each notebook its own Spark session (as Fabric or a job cluster); auto: connect "
+                        "where this Python's pyspark can (Spark 4 with the connect extra), else classic")
 
 
 def cmd_generate(args) -> int:
@@ -58,21 +63,27 @@ def cmd_generate(args) -> int:
 def _run_jobs(args, jobs: list[tuple[str, dict]], start_at: str | None = None) -> None:
     """Run bundle jobs locally, one after the other, each with its own parameters (as demo_install does)."""
     from . import bundle as B
-    from .runner import (check_params, dynamic_values, job_params, local_spark, new_run_dir,
-                         output_lock, run_job)
+    from .runner import (check_params, dynamic_values, job_notebooks, job_params, local_spark, new_run_dir,
+                         output_lock, run_job, session_kind)
     bundle = B.load(args.bundle, args.target)
     out = args.output or new_run_dir()
     lakehouse = str(Path(args.lakehouse).resolve())
     jobs = [(job, {"schema": args.schema, **params}) for job, params in jobs]
-    for job, params in jobs:  # every parameter checked before anything starts
+    for job, params in jobs:  # every job and parameter checked before anything starts
+        job_notebooks(bundle, job, start_at)  # e.g. a job of run_job_tasks cannot run locally: say so now
         check_params(dynamic_values(job_params(bundle, job, params, lakehouse), out))
+    session = session_kind(args.session)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    # One run at a time on these outputs, and one Spark for every job of the run.
-    with output_lock(lakehouse, {"schema": args.schema, **jobs[-1][1]}), local_spark(lakehouse, out, log=_log):
+    # One run at a time on these outputs, and one Spark for every job of the run (connect), or each
+    # notebook its own (classic).
+    with output_lock(lakehouse, {"schema": args.schema, **jobs[-1][1]}), \
+            (local_spark(lakehouse, out, log=_log) if session == "connect" else contextlib.nullcontext()):
+        if session == "classic":
+            _log("Each notebook starts its own Spark session (classic), as on Fabric or a job cluster")
         for job, params in jobs:
             _log(f"Running job {job} ({bundle.job(job).get('name', job)}) -> {out}")
-            run_job(bundle, job, params, lakehouse, out, log=_log, start_at=start_at)
+            run_job(bundle, job, params, lakehouse, out, log=_log, start_at=start_at, session=session)
     _log(f"all notebooks ok in {time.perf_counter() - start:.1f} s")
 
 
@@ -106,7 +117,7 @@ def cmd_validate(args) -> int:
     _log(f"Validating the bundle in {args.bundle or 'the current repository'} (offline)")
     problems = check(args.bundle)
     if not problems and not args.skip_wheel:
-        problems = check_wheel(args.bundle, log=_log)
+        problems = check_wheel(args.bundle, log=_log, runtime=args.runtime)
     for p in problems:
         print(f"  - {p}", file=sys.stderr)
     if problems:
@@ -219,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     rr.set_defaults(func=cmd_remote_run)
     v = sub.add_parser("validate", help="check the Databricks bundle offline (no workspace needed)")
     v.add_argument("--bundle", type=Path, help="folder with databricks.yml (default: found from the cwd)")
-    v.add_argument("--skip-wheel", action="store_true", help="do not build and import-test the wheel")
+    v.add_argument("--skip-wheel", action="store_true", help="do not build and install-test the wheel")
+    v.add_argument("--runtime", type=Path, metavar="VENV",
+                   help="a venv holding a platform's pyspark (e.g. .runtimes/spark35) to install the wheel into "
+                        "with its dependencies (default: a temporary one with pyspark 3.5.5)")
     v.set_defaults(func=cmd_validate)
     ia = sub.add_parser("import-airline", help="build the four Gold tables from the lab's flight.csv (plain or .gz)")
     ia.add_argument("flight_csv", metavar="FLIGHT_CSV", help="the lab's 23-column member file (CSV, or CSV.gz)")

@@ -114,7 +114,7 @@ def _uncastable_columns(raw: DataFrame, schema: T.StructType) -> list[str]:
     bad = []
     for f in schema.fields:
         try:
-            raw.select(F.col(f.name).try_cast(f.dataType)).schema  # analysis only, no job
+            raw.select(TB.try_cast(f.name, f.dataType)).schema  # analysis only, no job
         except AnalysisException:
             bad.append(f.name)
     return bad
@@ -126,7 +126,7 @@ def check_table(raw: DataFrame, c: Contract, name: str) -> tuple[DataFrame, Tabl
     found = TableCheck(c.table, name)
     types = dict(raw.dtypes)
     recast = [f.name for f in c.schema.fields if types[f.name] != f.dataType.simpleString()]
-    typed_cols = [F.col(f.name).try_cast(f.dataType).alias(f.name) for f in c.schema.fields]
+    typed_cols = [TB.try_cast(f.name, f.dataType).alias(f.name) for f in c.schema.fields]
     try:
         # The typed columns beside the raw values of the recast ones (for the cast check and examples).
         both = raw.select(*typed_cols, *[F.col(n).alias(f"_raw_{n}") for n in recast])

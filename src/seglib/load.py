@@ -63,7 +63,7 @@ def read_input(spark: SparkSession, table: str, schema: str, catalog: str | None
     df = _read_raw(spark, table, schema, catalog, missing_ok)
     if df is None:
         return None
-    return df.select([F.col(f.name).try_cast(f.dataType).alias(f.name) for f in TB.INPUT_SCHEMAS[table].fields])
+    return df.select([TB.try_cast(f.name, f.dataType).alias(f.name) for f in TB.INPUT_SCHEMAS[table].fields])
 
 
 @dataclass

@@ -22,12 +22,33 @@ from . import bundle as B
 from . import tables as TB
 from .errors import ConcurrentRunError, ParameterError
 from .params import LOCAL_ONLY, PARAMS
-from .session import shared_local_spark, table_path
+from .session import _TOKEN_ENV, shared_local_spark, table_path
 
 SEGMENTATION_JOB = "segmentation"  # resources/segmentation.job.yml
 DEMO_DATA_JOB = "demo_data"        # resources/demo_data.job.yml
 # Locally there is one catalog (the session's); a job's Unity Catalog default does not apply.
 LOCAL_DEFAULTS = {"catalog": ""}
+
+
+# How the notebooks of a local run get Spark. connect: one Spark Connect server for the run, every kernel
+# its client (as Databricks serverless); classic: each kernel starts its own Spark and stops it before
+# the next notebook (as a Fabric or classic-cluster notebook, and the only way on a Spark 3.5 runtime,
+# whose pip package has no Connect server); auto: connect where this Python can (Spark 4 with the
+# Connect client's grpc), else classic.
+SESSIONS = ("auto", "connect", "classic")
+
+
+def session_kind(requested: str = "auto") -> str:
+    if requested not in SESSIONS:
+        raise ParameterError(f"--session must be one of {', '.join(SESSIONS)}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    if os.environ.get("SPARK_REMOTE"):
+        return "connect"
+    import importlib.util
+    import pyspark
+    connect = int(pyspark.__version__.split(".")[0]) >= 4 and importlib.util.find_spec("grpc") is not None
+    return "connect" if connect else "classic"
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -54,6 +75,11 @@ def _coerce(value, type_name: str | None):
 def declared_parameters(notebook: Path) -> dict[str, str | None]:
     import papermill as pm
     return {name: p["inferred_type_name"] for name, p in pm.inspect_notebook(str(notebook)).items()}
+
+
+def notebook_parameters(params: dict, declared: dict[str, str | None]) -> dict:
+    """The run's parameters that a notebook declares, typed like its defaults: what papermill injects."""
+    return {k: _coerce(v, declared[k]) for k, v in params.items() if k in declared}
 
 
 @contextlib.contextmanager
@@ -120,10 +146,10 @@ def job_params(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse:
 
 
 def run_job(bundle: B.Bundle, job: str, overrides: dict[str, str], lakehouse: str, output_dir: Path,
-            log=print, start_at: str | None = None) -> RunResult:
+            log=print, start_at: str | None = None, session: str = "connect") -> RunResult:
     """Run one job of the bundle locally: its notebook tasks in dependency order, with its parameters."""
     result = run_notebooks(job_notebooks(bundle, job, start_at), job_params(bundle, job, overrides, lakehouse),
-                           output_dir, log=log)
+                           output_dir, log=log, session=session)
     if job == SEGMENTATION_JOB:
         write_run_report(result, log=log)
     return result
@@ -192,13 +218,15 @@ def output_lock(lakehouse: str, params: dict):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_notebooks(paths: list[Path], params: dict, output_dir: Path, log=print) -> RunResult:
-    """The notebooks in order. Callers check the parameters (check_params) and take the output lock
-    before starting Spark, as `seglib run` and `seglib bench` do."""
+def run_notebooks(paths: list[Path], params: dict, output_dir: Path, log=print, session: str = "connect") -> RunResult:
+    """The notebooks in order (*session*: see SESSIONS). Callers check the parameters (check_params) and
+    take the output lock before starting Spark, as `seglib run` and `seglib bench` do."""
     params = dynamic_values(params, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     declared = {p.stem: declared_parameters(p) for p in paths}
     lakehouse = params.get("lakehouse", ".lakehouse")
+    if session == "classic":
+        return _execute(paths, declared, params, output_dir, log, classic=True)
     with local_spark(lakehouse, output_dir, log):
         return _execute(paths, declared, params, output_dir, log)
 
@@ -251,29 +279,44 @@ class _Kernel:
     this kernel and has it import what its notebook imports (1.5-3 s a notebook otherwise on the critical
     path)."""
 
-    def __init__(self, notebook: Path, output_dir: Path):
+    def __init__(self, notebook: Path, output_dir: Path, classic: bool = False):
         from jupyter_client import KernelManager
         self.log_file = open(output_dir / f"{notebook.stem}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.km = KernelManager(kernel_name="python3")
+        self.classic = classic
         self.error: BaseException | None = None
         self._starting = threading.Thread(target=self._start, args=(notebook,), name="seglib-kernel-start")
         self._starting.start()
 
     def _start(self, notebook: Path) -> None:
         try:
-            self.km.start_kernel(cwd=str(notebook.parent), stdout=self.log_file, stderr=self.log_file)
+            # A classic kernel starts its own Spark: no Connect server may be named to it.
+            env = {k: v for k, v in os.environ.items() if not (self.classic and k in ("SPARK_REMOTE", _TOKEN_ENV))}
+            self.km.start_kernel(cwd=str(notebook.parent), stdout=self.log_file, stderr=self.log_file, env=env)
             client = self.km.blocking_client()
             client.start_channels(hb=False)
             try:
                 client.wait_for_ready(timeout=120)
                 # Spark Connect's client too: every notebook's get_spark() opens one.
-                modules = [*_imported_modules(notebook), "pyspark.sql.connect.session"]
+                modules = [*_imported_modules(notebook), *([] if self.classic else ["pyspark.sql.connect.session"])]
                 client.execute(_preload_code(modules), silent=True, store_history=False)
                 client.get_shell_msg(timeout=300)  # the reply: the imports are done
             finally:
                 client.stop_channels()
         except BaseException as e:  # noqa: BLE001 - raised in the runner's thread by ready()
             self.error = e
+
+    def release_spark(self) -> None:
+        """Stop the Spark this (classic) kernel started and wait for its JVM to exit: the lakehouse's Derby
+        catalog admits one JVM, and the next notebook's kernel starts its own."""
+        client = self.km.blocking_client()
+        client.start_channels(hb=False)
+        try:
+            client.execute("from seglib.session import stop_local_spark as _stop\n_stop()", silent=True,
+                           store_history=False)
+            client.get_shell_msg(timeout=360)
+        finally:
+            client.stop_channels()
 
     def ready(self):
         """The kernel manager, once the kernel is up and its imports loaded."""
@@ -296,7 +339,7 @@ class _Kernel:
         return thread
 
 
-def _execute(paths, declared, params, output_dir, log) -> RunResult:
+def _execute(paths, declared, params, output_dir, log, classic: bool = False) -> RunResult:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -304,17 +347,17 @@ def _execute(paths, declared, params, output_dir, log) -> RunResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     result = RunResult(output_dir)
     shutdowns: list[threading.Thread] = []
-    upcoming = _Kernel(paths[0], output_dir) if paths else None
+    upcoming = _Kernel(paths[0], output_dir, classic) if paths else None
     try:
         for i, path in enumerate(paths, 1):
             kernel, upcoming = upcoming, None
-            mine = {k: _coerce(v, declared[path.stem][k]) for k, v in params.items() if k in declared[path.stem]}
+            mine = notebook_parameters(params, declared[path.stem])
             out = output_dir / path.name
             log(f"[{i}/{len(paths)}] {path.stem} ...", end="", flush=True)
             start = time.perf_counter()
             try:
                 if i < len(paths):
-                    upcoming = _Kernel(paths[i], output_dir)
+                    upcoming = _Kernel(paths[i], output_dir, classic)
                 with _stderr_to(output_dir / f"{path.stem}.log"):
                     pm.execute_notebook(str(path), str(out), parameters=mine, kernel_name="python3",
                                         progress_bar=False, engine_name=_ENGINE, km=kernel.ready())
@@ -325,7 +368,12 @@ def _execute(paths, declared, params, output_dir, log) -> RunResult:
                 log(" FAILED")
                 raise NotebookFailure(path.stem, out, None, type(e).__name__, str(e)) from None
             finally:
-                shutdowns.append(kernel.stop())
+                if classic:  # the next notebook's Spark needs the catalog this one's holds
+                    with contextlib.suppress(Exception):
+                        kernel.release_spark()
+                    kernel.stop().join()
+                else:
+                    shutdowns.append(kernel.stop())
             result.timings[path.stem] = time.perf_counter() - start
             log(f" ok ({result.timings[path.stem]:.1f} s)")
     finally:

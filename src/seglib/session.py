@@ -154,6 +154,8 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib", conf: 
 
     # The JVM otherwise warns that the host name resolves to loopback; local runs need nothing else.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers run this interpreter (its pyspark, pandas, pyarrow), not whatever python3 is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     root = Path(lakehouse).resolve()
     root.mkdir(parents=True, exist_ok=True)
     here = Path(__file__).parent
@@ -214,6 +216,22 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib", conf: 
     return spark
 
 
+def stop_local_spark(timeout: float = 300.0) -> None:
+    """Stop this process's local classic Spark and wait until its JVM has exited, so the lakehouse's Derby
+    catalog is free for the next process (a notebook after this one). Nothing to do on a platform, over
+    Spark Connect, or without a session."""
+    active = SparkSession.getActiveSession()
+    if is_managed_runtime() or (active is not None and type(active).__module__.startswith("pyspark.sql.connect")):
+        return
+    from pyspark import SparkContext
+    gateway = SparkContext._gateway
+    if active is not None:
+        active.stop()
+    if gateway is not None and getattr(gateway, "proc", None) is not None:
+        gateway.proc.stdin.close()  # the JVM exits when its stdin closes
+        gateway.proc.wait(timeout=timeout)
+
+
 # --- One local Spark shared by the notebooks of a run ------------------------------------------------
 # Each notebook kernel starting its own JVM (and booting the Derby catalog) cost 10-25 s per notebook.
 # Instead the runner starts one Spark Connect server on the lakehouse (as Databricks serverless is a
@@ -262,13 +280,8 @@ def _serve(lakehouse: str, port: str, ready_file: str, idle_minutes: str = "0") 
     else:
         Path(ready_file).write_text(str(os.getpid()))
         sys.stdin.read()  # EOF when the runner finishes or dies: either way the server goes too
-    # This process is the classic driver, not a Connect client: waiting for its JVM to exit lets the
-    # class archive be written completely before it is moved into place.
-    from pyspark import SparkContext
-    jvm = SparkContext._gateway.proc
-    spark.stop()
-    jvm.stdin.close()
-    jvm.wait(timeout=300)
+    # Waiting for the JVM to exit lets the class archive be written completely before it is moved into place.
+    stop_local_spark()
     if dump.exists():
         dump.replace(archive)
     if idle > 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -175,6 +175,17 @@ def schema_name(schema: str, catalog: str | None = None) -> str:
 def conform(df: DataFrame, schema: T.StructType) -> DataFrame:
     """Exactly the schema's columns, in order, cast to its types."""
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+def try_cast(column: str, data_type: T.DataType) -> Column:
+    """Column *column* as *data_type*, null where a value does not convert, never an error (ANSI mode or
+    not). SQL's try_cast, which every supported Spark has; Column.try_cast exists only from Spark 4.0."""
+    return F.expr(f"try_cast({quote(column)} AS {data_type.simpleString()})")
+
+
+def quote(column: str) -> str:
+    """A column name as a SQL identifier."""
+    return "`" + column.replace("`", "``") + "`"
 
 
 # Folders of path-based Delta tables for this process; empty = catalog tables. Set by use_paths

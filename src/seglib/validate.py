@@ -5,10 +5,14 @@
 - every ${var.x} is declared; every depends_on names a task of the job;
 - every notebook_path exists and is an nbformat-4 notebook with a tagged `parameters` cell;
 - each job's parameters and its notebooks' parameters cells agree (names, and defaults of the knobs);
+- every schedule, with its variables resolved in each target, is a valid typed CronSchedule (a known
+  pause_status, a Quartz expression, a known time zone);
+- a dashboard whose file_path names ${var.recipe} has a file for every recipe seglib knows;
 - optionally, the wheel builds and `import seglib` works from it in a clean venv.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,7 +37,9 @@ def check(root: Path | None = None) -> list[str]:
         bundle.target = target
         where = f"target {target}" if target else "base configuration"
         problems += [f"{where}: {p}" for p in _typed_resources(bundle, need_compute=target is not None)]
+        problems += [f"{where}: {p}" for p in _schedules(bundle)]
     bundle.target = None
+    problems += _dashboards_per_recipe(bundle)
     for job in bundle.resources("jobs"):
         problems += _job(bundle, job)
     return sorted(set(problems), key=problems.index)
@@ -61,8 +67,64 @@ def _typed_resources(bundle: B.Bundle, need_compute: bool = False) -> list[str]:
             if kind == "jobs":
                 problems += _task_compute(key, spec, need_compute)
             if kind == "dashboards" and spec.get("file_path"):
-                if not (bundle.files[f"dashboards.{key}"].parent / spec["file_path"]).is_file():
-                    problems.append(f"dashboards.{key}: file_path {spec['file_path']} does not exist")
+                try:  # the CLI substitutes variables (e.g. ${var.recipe}) before it reads the file
+                    path = bundle.resolve(spec["file_path"])
+                except B.BundleError as e:
+                    problems.append(f"dashboards.{key}: file_path: {e}")
+                    continue
+                if not (bundle.files[f"dashboards.{key}"].parent / path).is_file():
+                    shown = path if path == spec["file_path"] else f"{spec['file_path']} ({path})"
+                    problems.append(f"dashboards.{key}: file_path {shown} does not exist")
+    return problems
+
+
+# Quartz: seconds minutes hours day-of-month month day-of-week [year]
+_QUARTZ_FIELDS = (6, 7)
+# Java also takes custom offsets, which the IANA database lacks: GMT+1, GMT-05:30, UTC+0100, ...
+_JAVA_OFFSET_ZONE = re.compile(r"(GMT|UTC)[+-]\d{1,2}(:?\d{2})?")
+
+
+def _schedules(bundle: B.Bundle) -> list[str]:
+    """Each job's schedule with this target's variable values, through the typed CronSchedule (the
+    unresolved ${var.x} passes any typed check, so a pause_status of PAUSD would reach the deploy)."""
+    from zoneinfo import available_timezones
+
+    from databricks.bundles.jobs import CronSchedule
+    problems, zones = [], available_timezones()  # empty where there is no time zone database: no check
+    for key, spec in bundle.resources("jobs").items():
+        if not spec.get("schedule"):
+            continue
+        where = f"jobs.{key}: schedule"
+        try:
+            schedule = bundle.resolve(spec["schedule"])
+            CronSchedule.from_dict(schedule)
+        except Exception as e:  # BundleError (a variable without value) or the typed class's ValueError
+            problems.append(f"{where}: {e}")
+            continue
+        if not schedule.get("pause_status"):
+            problems.append(f"{where}: no pause_status; the Databricks default is UNPAUSED, say it explicitly")
+        if len(str(schedule.get("quartz_cron_expression", "")).split()) not in _QUARTZ_FIELDS:
+            problems.append(f"{where}: quartz_cron_expression {schedule.get('quartz_cron_expression')!r} is not "
+                            f"a Quartz expression (seconds minutes hours day-of-month month day-of-week [year])")
+        zone = str(schedule.get("timezone_id", ""))
+        if zones and zone not in zones and not _JAVA_OFFSET_ZONE.fullmatch(zone):
+            problems.append(f"{where}: timezone_id {schedule.get('timezone_id')!r} is not a known time zone")
+    return problems
+
+
+def _dashboards_per_recipe(bundle: B.Bundle) -> list[str]:
+    """A dashboard file chosen by ${var.recipe} must exist for every recipe, not only today's value."""
+    from .recipes import RECIPES
+    problems = []
+    for key, spec in bundle.resources("dashboards").items():
+        path = str(spec.get("file_path") or "")
+        if "${var.recipe}" not in path:
+            continue
+        base = bundle.files[f"dashboards.{key}"].parent
+        for recipe in RECIPES:
+            candidate = path.replace("${var.recipe}", recipe)
+            if B.VAR_REF.search(candidate) is None and not (base / candidate).is_file():
+                problems.append(f"dashboards.{key}: recipe {recipe} has no dashboard file {candidate}")
     return problems
 
 
@@ -160,26 +222,38 @@ def _literal(source: str) -> str:
         return source
 
 
-def check_wheel(root: Path | None = None, log=print) -> list[str]:
-    """Build the wheel as the bundle's artifact does, install it alone in a clean venv, import it."""
+# Without a runtime venv the check makes one holding this platform's Spark (the oldest supported).
+WHEEL_CHECK_PYSPARK = "pyspark==3.5.5"
+
+
+def check_wheel(root: Path | None = None, log=print, runtime: Path | None = None) -> list[str]:
+    """Build the wheel as the bundle's artifact does and install it *with its dependencies* beside a
+    platform's pyspark (*runtime*, a venv of the runtime matrix; else a temporary venv with
+    WHEEL_CHECK_PYSPARK, slower): see seglib.wheel.install. Also: the wheel names none of the local
+    extra's packages and carries its data files."""
+    from . import wheel as W
     root = Path(root).resolve() if root else B.find_root()
     with tempfile.TemporaryDirectory(prefix="seglib-wheel-") as tmp:
         tmp = Path(tmp)
-        build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp / "dist"),
-                                str(root)], capture_output=True, text=True)
-        if build.returncode:
-            return [f"the wheel does not build: {build.stderr.strip()[-500:]}"]
-        wheel = next((tmp / "dist").glob("seglib-*.whl"))
-        subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, capture_output=True)
-        py = tmp / "venv" / "bin" / "python"
-        install = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
-                                 capture_output=True, text=True)
-        if install.returncode:
-            return [f"{wheel.name} does not install: {install.stderr.strip()[-500:]}"]
-        probe = ("import importlib.resources as r, seglib; "
-                 "assert (r.files('seglib') / 'log4j2.properties').is_file(); print(seglib.__version__)")
-        run = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, cwd=tmp)
+        try:
+            built = W.build(root, tmp / "dist")
+        except RuntimeError as e:
+            return [str(e)]
+        problems = [f"{built.name} requires {r}, which only a local run needs (the platform brings its own)"
+                    for r in W.requirements(built)
+                    if re.split(r"[ \[<>=!~;]", r, maxsplit=1)[0].lower() in W.LOCAL_ONLY_DISTRIBUTIONS]
+        if runtime is None:
+            runtime = tmp / "venv"
+            log(f"  no runtime venv given: making one with {WHEEL_CHECK_PYSPARK} (slow; `make test` passes one)")
+            subprocess.run([sys.executable, "-m", "venv", str(runtime)], check=True, capture_output=True)
+            pip = subprocess.run([str(runtime / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                                  WHEEL_CHECK_PYSPARK], capture_output=True, text=True)
+            if pip.returncode:
+                return problems + [f"could not install {WHEEL_CHECK_PYSPARK}: {pip.stderr.strip()[-500:]}"]
+        problems += W.install(Path(runtime).resolve(), built, W.notebook_modules(root / "notebooks"), log=log)
+        probe = "import importlib.resources as r, seglib; assert (r.files('seglib') / 'log4j2.properties').is_file()"
+        run = subprocess.run([str(Path(runtime) / "bin" / "python"), "-c", probe], capture_output=True, text=True,
+                             cwd=tmp)
         if run.returncode:
-            return [f"`import seglib` fails from {wheel.name}: {run.stderr.strip()[-500:]}"]
-        log(f"  wheel {wheel.name} builds, installs and imports in a clean venv")
-    return []
+            problems.append(f"{built.name} lacks its data files: {run.stderr.strip()[-500:]}")
+    return problems

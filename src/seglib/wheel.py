@@ -150,6 +150,8 @@ def install(venv: Path, wheel: Path, modules: list[str], log=print) -> list[str]
     for name, version in before.items():
         if version and after.get(name) != version:
             problems.append(f"installing {wheel.name} changed the platform's {name} {version} to {after.get(name)}")
+    if problems and (venv / ".installed").exists():
+        (venv / ".installed").unlink()  # no longer the platform it stood for: `make runtimes` rebuilds it
     check = subprocess.run([str(python), "-m", "pip", "check", "--disable-pip-version-check"], capture_output=True,
                            text=True)
     if check.returncode:
