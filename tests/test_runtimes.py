@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CUSTOMERS
+from conftest import DEMO_CUSTOMERS, ONE_RUN_JVM
 from deltalake import DeltaTable, write_deltalake
 
 from seglib import bundle as B
@@ -71,7 +71,7 @@ class Row:
         kernel imports seglib from the installed wheel and starts its own Spark."""
         keep = {k: v for k, v in os.environ.items()
                 if not k.startswith(("SPARK_", "PYSPARK_", "SEGLIB_", "JUPYTER", "PYTHONPATH", "VIRTUAL_ENV"))}
-        return {**keep, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}", "SEGLIB_SERVER_IDLE": "0"}
+        return {**keep, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}", "SEGLIB_SERVER_IDLE": "0", **ONE_RUN_JVM}
 
     def job(self, label: str, overrides: dict, env: dict | None = None, start_at: str | None = None) -> None:
         """The segmentation job's notebooks in task order, each in its own papermill run; stops at the first
@@ -105,8 +105,9 @@ def _row(request, tmp_path_factory, wheel) -> Row:
     assert extra.returncode == 0, extra.stderr[-3000:]
     start = time.perf_counter()
     row.score = subprocess.run([str(row.venv / "bin" / "seglib"), "run", "--lakehouse", str(row.lakehouse),
-                                "--schema", "contoso", "--output", str(row.root / "runs" / "score"), "--bundle", str(ROOT),
-                                "--param", "mode=score", *[f"--param={k}={v}" for k, v in FIT.items()]],
+                                "--schema", "contoso", "--output", str(row.root / "runs" / "score"),
+                                "--bundle", str(ROOT), "--param", "mode=score",
+                                *[f"--param={k}={v}" for k, v in FIT.items()]],
                                capture_output=True, text=True, timeout=3000, cwd=row.root,
                                env={**row.env(), "PYTHONUNBUFFERED": "1"})
     row.timings["score/seglib run"] = time.perf_counter() - start
