@@ -8,6 +8,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
 from conftest import refuse_cache
+from seglib import publish as P
 from seglib import tables as TB
 from seglib.cluster import (fit_segments, fit_transform, model_column, parse_fit_sample, parse_k,
                             parse_k_range, save_cluster_outputs, segment, silhouette)
@@ -270,3 +271,96 @@ def test_customers_left_out_by_drop_policy_are_labelled_unsegmented(spark, demo,
     checks = validate_outputs(kpi, segments, summary)
     assert checks["unsegmented"] == 10
     assert segments.where(F.col("segment_name") == UNSEGMENTED_NAME).count() == 10
+
+
+
+def _previous_run(spark, kpi, assignments, schema):
+    """Run r0 before r1: without the first 50 customers, and every tenth customer one segment along, so
+    r1's migration has new, moved and stayed customers."""
+    names = dict(assignments.select("segment", "segment_name").distinct().collect())
+    ring = sorted(names)
+    along = F.create_map(*[x for i, s in enumerate(ring) for x in (F.lit(s), F.lit(ring[(i + 1) % len(ring)]))])
+    name_of = F.create_map(*[x for s in ring for x in (F.lit(s), F.lit(names[s]))])
+    moved = F.col("customer_key") % 10 == 0
+    r0 = (assignments.withColumn("segment", F.when(moved, along[F.col("segment")]).otherwise(F.col("segment")))
+          .withColumn("segment_name", name_of[F.col("segment")]))
+    for table in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION, TB.GOLD_RUNS):  # a fresh start
+        spark.sql(f"DROP TABLE IF EXISTS {schema}.{table}")
+    write_outputs(spark, kpi.where("customer_key > 50"), r0, schema, run_id="r0", log=lambda *a: None)
+
+
+def _rows(df) -> pd.DataFrame:
+    return df.orderBy(*df.columns).toPandas()
+
+
+@pytest.fixture(scope="module")
+def one_attempt(spark, demo, fitted, tmp_path_factory):
+    """A schema with what the steps before the write hand over (the run log reads it), and the gold tables
+    runs r0 and then r1 leave, each in one successful attempt: what a retried r1 must leave too."""
+    kpi, assignments = read_input(spark, TB.KPI_CUSTOMER_VALUE, demo), fitted[1].assignments
+    schema = "retried"
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, schema)
+    build_features(kpi)[1].save(spark, schema)
+    save_cluster_outputs(fitted[1], str(tmp_path_factory.mktemp("model") / "model"), schema)
+    _previous_run(spark, kpi, assignments, schema)
+    written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
+    gold = {t: _rows(spark.read.table(f"{schema}.{t}")) for t in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION)}
+    compared = _rows(TB.read_version(spark, TB.GOLD_SEGMENTS, written["previous_version"], schema))
+    return schema, kpi, assignments, gold, compared
+
+
+RETRIED = {
+    # the first attempt published everything, then failed in a later cell (lab queries, a display)
+    "failed after publishing": {},
+    # the first attempt appended its run log row, then failed: its gold tables were restored, its row stayed
+    "failed after the run log row": {"fault": "publish:end"},
+    # the first attempt's driver died after replacing gold_customer_segments_ml, before it could restore it
+    "died while publishing": {"fault": f"publish:{TB.GOLD_SEGMENTS}", "no_restore": True},
+}
+
+
+@pytest.mark.parametrize("first_attempt", list(RETRIED))
+def test_a_retried_write_publishes_what_one_attempt_does(spark, one_attempt, monkeypatch, first_attempt):
+    """The job retries 05_write with the same run id. Whatever the first attempt left, the retry compares
+    with the run before (not with its own rows: everyone would have "stayed"), leaves one run log row for
+    the run id, and the gold tables end as one successful attempt leaves them."""
+    schema, kpi, assignments, once, compared_once = one_attempt
+    _previous_run(spark, kpi, assignments, schema)
+    how = RETRIED[first_attempt]
+    if how:
+        monkeypatch.setenv(P.FAULT_ENV, how["fault"])
+        if how.get("no_restore"):
+            monkeypatch.setattr(P, "_restore", lambda *a: None)
+        with pytest.raises(P.InjectedFault):
+            write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
+        monkeypatch.undo()
+    else:
+        write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
+    printed = []
+    written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=printed.append)  # the retry
+
+    gold = {t: _rows(spark.read.table(f"{schema}.{t}")) for t in once}
+    for t in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY):
+        pd.testing.assert_frame_equal(gold[t], once[t], obj=t)
+    # The migration: the one-run migration's rows (not all "stayed"), from a version holding r0's rows (the
+    # restored one when the first attempt was rolled back) to the version now holding r1's.
+    versions = ["from_version", "to_version"]
+    pd.testing.assert_frame_equal(gold[TB.GOLD_MIGRATION].drop(columns=versions),
+                                  once[TB.GOLD_MIGRATION].drop(columns=versions), obj=TB.GOLD_MIGRATION)
+    changes = once[TB.GOLD_MIGRATION].groupby("change").customers.sum()
+    assert changes["new"] == 50 and changes["moved"] > 200 and changes.sum() == 3000
+    now = TB.table_version(spark, TB.GOLD_SEGMENTS, schema)
+    assert set(map(tuple, gold[TB.GOLD_MIGRATION][versions].values)) == {(written["previous_version"], now)}
+    assert written["output_versions"][TB.GOLD_SEGMENTS] == now
+    compared = _rows(TB.read_version(spark, TB.GOLD_SEGMENTS, written["previous_version"], schema))
+    pd.testing.assert_frame_equal(compared, compared_once, obj="the version compared with")
+    # The run log: one row per run id, r1's naming the versions it published.
+    runs = spark.read.table(f"{schema}.{TB.GOLD_RUNS}").orderBy("run_time").collect()
+    assert [r.run_id for r in runs] == ["r0", "r1"]
+    assert runs[1].output_versions == written["output_versions"] and runs[1].customers == 3000
+    assert P.published_run_id(spark, list(once), schema) == "r1"
+    if first_attempt != "failed after the run log row":  # the restored tables hold r0's rows: nothing to say
+        assert any("already holds this run's rows" in p for p in printed), printed
+    if first_attempt != "died while publishing":  # that attempt died before its run log row
+        assert any(f"replaced this run's row in {TB.GOLD_RUNS}" in p for p in printed), printed

@@ -119,14 +119,52 @@ def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame, re
 PUBLISHED = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION]
 
 
+def _holds_run(spark: SparkSession, table: str, run_id: str, schema: str, catalog: str | None,
+               version: int | None = None) -> bool:
+    """Whether *table* (at Delta *version*; default: now) holds rows of run *run_id*; False when it does not
+    exist. The rows of other runs skip every file on Delta's run_id statistics."""
+    try:
+        rows = (TB.read_table(spark, table, schema, catalog) if version is None
+                else TB.read_version(spark, table, version, schema, catalog))
+        return "run_id" in rows.columns and bool(rows.where(F.col("run_id") == run_id).limit(1).collect())
+    except Exception as e:  # noqa: BLE001 - only "does not exist" means no
+        if version is None and TB.is_missing_table(e):
+            return False
+        raise
+
+
+def compared_version(spark: SparkSession, run_id: str, current: int | None, schema: str,
+                     catalog: str | None = None, log=print) -> int | None:
+    """The version of gold_customer_segments_ml run *run_id*'s migration compares with: *current*, the
+    table's version now (None: not there yet), unless an earlier attempt of the same run id already
+    published there. The job retries the write task with the same run_id, and a first attempt can fail
+    after publishing (in a later cell, or killed before it could restore the tables); then it is the
+    newest version before this run's first publish (Delta time travel, one version back at a time), so a
+    retry compares with the run before it, as its first attempt did, not with its own rows. None when
+    this run was the table's first."""
+    if current is None or not _holds_run(spark, TB.GOLD_SEGMENTS, run_id, schema, catalog):
+        return current
+    previous = current - 1 if current > 0 else None
+    while previous is not None and _holds_run(spark, TB.GOLD_SEGMENTS, run_id, schema, catalog, previous):
+        previous = previous - 1 if previous > 0 else None
+    log(f"run {run_id}: {TB.GOLD_SEGMENTS} version {current} already holds this run's rows (an earlier "
+        f"attempt published them); the migration compares with version {previous}, the one before")
+    return previous
+
+
 def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, schema: str,
                   catalog: str | None = None, run_id: str = "", recipe: str = "airline", log=print) -> dict:
-    """Compute and validate the gold tables and the migration since the previous version, then publish
+    """Compute and validate the gold tables and the migration since the previous run, then publish
     them together with the run log row (publish.py). Returns the checks, the run id, the output tables'
-    Delta versions and the run log row. *kpi*: the customer base (customer_base)."""
+    Delta versions and the run log row. *kpi*: the customer base (customer_base).
+
+    Idempotent per run id: a retry of a run that already published (all or part of) its outputs compares
+    with the version before its first publish (compared_version), and replaces its run log row rather
+    than adding a second one (log_run), so the gold tables end as one successful attempt leaves them."""
+    given = bool(run_id)  # a generated id cannot have published before
     run_id = run_id or new_run_id()
     key = R.get(recipe).key
-    previous = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
+    current = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
     segments, summary = build_outputs(kpi, assignments, run_id, recipe)
     # Cached: validated, compared with the previous version and written from the same computed rows
     # (recomputed for each action where the compute has no cache: see session.cache).
@@ -134,29 +172,38 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, s
     migration = None
     try:
         log(f"run {run_id}: validating")
-        checks = validate_outputs(kpi, segments, summary, recipe)
-        next_version = 0 if previous is None else previous + 1
+        validated = []
+        # While the outputs validate: what an earlier attempt of this run id left (the job retries the write
+        # task with the same id; a generated id is new): the version to compare with, and its run log row.
+        looks = [lambda: compared_version(spark, run_id, current, schema, catalog, log),
+                 lambda: _holds_run(spark, TB.GOLD_RUNS, run_id, schema, catalog)] if given else []
+        found = parallel.each(lambda look: look(), looks, meanwhile=lambda: validated.append(
+            validate_outputs(kpi, segments, summary, recipe)))
+        previous, logged = found if given else (current, False)
+        checks = validated[0]
+        next_version = 0 if current is None else current + 1
         old = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
         migration = cache(segment_migration(old, segments, run_id, previous, next_version, key=key))
         migration.count()  # computed before publishing starts, so the publish itself only writes
         P.checkpoint("validated")
-        written = {**checks, "run_id": run_id, "previous_version": previous}
+        written = {**checks, "run_id": run_id, "previous_version": previous, "logged_before": logged}
 
         def log_this_run(after: dict[str, int]) -> None:
             written["output_versions"] = after
-            written["run_log"] = log_run(spark, written, schema, catalog)
+            written["run_log"] = log_run(spark, written, schema, catalog, log)
 
         log(f"run {run_id}: publishing")
         P.publish(spark, {TB.GOLD_SEGMENTS: segments, TB.GOLD_SUMMARY: summary, TB.GOLD_MIGRATION: migration},
-                  schema, catalog, guard=(TB.GOLD_SEGMENTS, previous), then=log_this_run, log=log)
+                  schema, catalog, guard=(TB.GOLD_SEGMENTS, current), then=log_this_run, log=log)
     finally:
         for df in (segments, summary, migration):
             uncache(df)
     return written
 
 
-def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None = None) -> DataFrame:
-    """Append this run's row to gold_segmentation_runs, from the steps' handover tables."""
+def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None = None, log=print) -> DataFrame:
+    """This run's row in gold_segmentation_runs, from the steps' handover tables: appended, or replacing
+    the row an earlier attempt of the same run id left (*written*["logged_before"], see write_outputs)."""
     m, inputs, report = parallel.each(lambda t: TB.read_table(spark, t, schema, catalog).collect(),
                                       [TB.SEG_CLUSTER_METRICS, TB.SEG_INPUTS, TB.SEG_FEATURE_REPORT])
     (m,), (report,) = m, report  # one row each; inputs: one row per Gold table
@@ -166,7 +213,19 @@ def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None
            written["customers"], {r["table"]: r["rows"] for r in inputs},
            {r["table"]: r["version"] for r in inputs}, written["output_versions"], m["model_path"])
     record = spark.createDataFrame([row], RUNS_SCHEMA)
-    save_table(record, TB.GOLD_RUNS, schema, catalog, mode="append")
+    if not written.get("logged_before"):
+        save_table(record, TB.GOLD_RUNS, schema, catalog, mode="append")
+        return record
+    # A retry of this run (see write_outputs): its row replaces the earlier attempt's, in one commit (MERGE,
+    # SQL as on every Spark and Delta version), so the log never holds two rows for the run nor none.
+    view = f"seglib_run_log_{uuid.uuid4().hex}"
+    record.createOrReplaceTempView(view)
+    try:
+        spark.sql(f"MERGE INTO {TB.sql_name(TB.GOLD_RUNS, schema, catalog)} AS t USING {view} AS s "
+                  f"ON t.run_id = s.run_id WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+    finally:
+        spark.catalog.dropTempView(view)
+    log(f"run {written['run_id']}: replaced this run's row in {TB.GOLD_RUNS} (an earlier attempt's)")
     return record
 
 
