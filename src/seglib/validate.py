@@ -233,6 +233,7 @@ def check_wheel(root: Path | None = None, log=print, runtime: Path | None = None
     extra's packages and carries its data files."""
     from . import wheel as W
     root = Path(root).resolve() if root else B.find_root()
+    runtime = Path(runtime).resolve() if runtime else None  # probes below run in a temporary folder
     with tempfile.TemporaryDirectory(prefix="seglib-wheel-") as tmp:
         tmp = Path(tmp)
         try:
@@ -250,9 +251,9 @@ def check_wheel(root: Path | None = None, log=print, runtime: Path | None = None
                                   WHEEL_CHECK_PYSPARK], capture_output=True, text=True)
             if pip.returncode:
                 return problems + [f"could not install {WHEEL_CHECK_PYSPARK}: {pip.stderr.strip()[-500:]}"]
-        problems += W.install(Path(runtime).resolve(), built, W.notebook_modules(root / "notebooks"), log=log)
+        problems += W.install(runtime, built, W.notebook_modules(root / "notebooks"), log=log)
         probe = "import importlib.resources as r, seglib; assert (r.files('seglib') / 'log4j2.properties').is_file()"
-        run = subprocess.run([str(Path(runtime) / "bin" / "python"), "-c", probe], capture_output=True, text=True,
+        run = subprocess.run([str(runtime / "bin" / "python"), "-c", probe], capture_output=True, text=True,
                              cwd=tmp)
         if run.returncode:
             problems.append(f"{built.name} lacks its data files: {run.stderr.strip()[-500:]}")
