@@ -5,8 +5,10 @@ job cannot drift; `seglib validate` checks the bundle offline (see validate.py).
 """
 from __future__ import annotations
 
+import ast
 import copy
 import glob
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -113,6 +115,29 @@ class Bundle:
     def parameters(self, key: str) -> dict[str, str]:
         """The job's parameters and their defaults, variables resolved."""
         return {p["name"]: str(self.resolve(p.get("default", ""))) for p in self.job(key).get("parameters") or []}
+
+
+def notebook_imports(notebook: Path) -> list[str]:
+    """What a notebook's code cells import, in order: ``import a.b`` gives a.b; ``from a.b import c`` gives
+    a.b and a.b.c (a module, or a name in a.b). Relative imports are skipped."""
+    names: list[str] = []
+    for cell in json.loads(Path(notebook).read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = cell["source"]
+        try:
+            tree = ast.parse(source if isinstance(source, str) else "".join(source))
+        except SyntaxError:  # a cell with IPython magics: nothing to learn from it
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found = [node.module, *(f"{node.module}.{a.name}" for a in node.names if a.name != "*")]
+            else:
+                continue
+            names += [n for n in found if n not in names]
+    return names
 
 
 def _merge(base, override):

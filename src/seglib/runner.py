@@ -242,28 +242,6 @@ def local_spark(lakehouse: str, output_dir: Path, log=print, keep_minutes: float
         yield url
 
 
-def _imported_modules(notebook: Path) -> list[str]:
-    """The absolute modules a notebook's code cells import (``import a.b``, ``from a.b import c``), in order."""
-    import nbformat
-    modules: list[str] = []
-    for cell in nbformat.read(str(notebook), as_version=4).cells:
-        if cell.cell_type != "code":
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:  # a cell with IPython magics: nothing to learn from it
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [node.module]
-            else:
-                continue
-            modules += [m for m in names if m not in modules]
-    return modules
-
-
 def _preload_code(modules: list[str]) -> str:
     """Code that imports *modules*, and what each names in ``__preload__`` (seglib.tracking: mlflow, which
     it imports only when called), in a throwaway namespace: they land in sys.modules while the notebook's
@@ -298,7 +276,7 @@ class _Kernel:
             try:
                 client.wait_for_ready(timeout=120)
                 # Spark Connect's client too: every notebook's get_spark() opens one.
-                modules = [*_imported_modules(notebook), *([] if self.classic else ["pyspark.sql.connect.session"])]
+                modules = [*B.notebook_imports(notebook), *([] if self.classic else ["pyspark.sql.connect.session"])]
                 client.execute(_preload_code(modules), silent=True, store_history=False)
                 client.get_shell_msg(timeout=300)  # the reply: the imports are done
             finally:

@@ -8,7 +8,6 @@ import with the local extra's packages out of reach.
 """
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -50,22 +49,11 @@ def requirements(wheel: Path) -> list[str]:
 
 
 def notebook_modules(notebooks: Path) -> list[str]:
-    """The seglib modules the notebooks import (``import seglib``, ``from seglib.x import y``)."""
-    modules: list[str] = []
-    for path in sorted(notebooks.glob("*.ipynb")):
-        for cell in json.loads(path.read_text())["cells"]:
-            if cell["cell_type"] != "code":
-                continue
-            try:
-                tree = ast.parse("".join(cell["source"]))
-            except SyntaxError:
-                continue
-            for node in ast.walk(tree):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                         [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                         if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
-                modules += [m for m in names if m.split(".")[0] == "seglib" and m not in modules]
-    return modules
+    """The seglib modules (and names) the notebooks in *notebooks* import."""
+    from .bundle import notebook_imports
+    found = [m for path in sorted(Path(notebooks).glob("*.ipynb")) for m in notebook_imports(path)
+             if m.split(".")[0] == "seglib"]
+    return list(dict.fromkeys(found))
 
 
 def _versions(python: Path, names=PLATFORM_DISTRIBUTIONS) -> dict[str, str | None]:
