@@ -26,26 +26,28 @@ def lakehouse(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def spark(lakehouse):
-    from seglib.session import local_session
+    from seglib.local.spark import local_session
     session = local_session(lakehouse, app_name="seglib-tests")
     yield session
     session.stop()
 
 
 @pytest.fixture
-def schema(spark):
-    """A fresh, empty schema per test."""
+def where(spark):
+    """A fresh, empty schema per test, as the Location of its catalog tables."""
+    from seglib.tables import Location
     name = f"t{next(_schemas)}"
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name}")
-    return name
+    return Location(name)
 
 
 @pytest.fixture(scope="session")
 def demo(spark):
-    """A small demo Gold layer generated once, in schema `demo`."""
+    """A small demo Gold layer generated once, in schema `demo` (its Location)."""
     from seglib.generate import generate_demo_data
-    generate_demo_data(spark, "demo", customers=3000, seed=7, log=lambda *a: None)
-    return "demo"
+    from seglib.tables import Location
+    generate_demo_data(spark, Location("demo"), customers=3000, seed=7, log=lambda *a: None)
+    return Location("demo")
 
 
 DEMO_CUSTOMERS = 3000
@@ -88,7 +90,7 @@ def published(tmp_path_factory):
 def published_spark(published, tmp_path_factory):
     """One Spark server on the published lakehouse for later runs on it: ``env``, the environment that
     points a `seglib run` at it (this process keeps its own classic session), and the server's ``log``."""
-    from seglib.session import shared_local_spark
+    from seglib.local.server import shared_local_spark
     log = tmp_path_factory.mktemp("published-spark") / "spark-server.log"
     with shared_local_spark(published[0], log):
         yield {"env": {k: os.environ.pop(k) for k in ("SPARK_REMOTE", "SPARK_CONNECT_AUTHENTICATE_TOKEN")},

@@ -1,5 +1,5 @@
 """seglib bench's measuring parts (the benchmark itself runs with `make bench`, not in the suite)."""
-from seglib.bench import MemoryPeak
+from seglib.local.bench import MemoryPeak
 
 
 def test_memory_peak_sees_this_process_and_its_spark_jvm(spark):
@@ -12,7 +12,7 @@ def test_memory_peak_sees_this_process_and_its_spark_jvm(spark):
 def test_cell_seconds_reads_where_a_notebook_spent_its_time(tmp_path):
     import nbformat
     import papermill as pm
-    from seglib.bench import cell_seconds
+    from seglib.local.bench import cell_seconds
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# not code"),
         nbformat.v4.new_code_cell("# why: a comment line is skipped\n\nimport time\ntime.sleep(0.6)"),
@@ -27,7 +27,7 @@ def test_cell_seconds_reads_where_a_notebook_spent_its_time(tmp_path):
 
 
 def test_ratios_and_the_markdown_show_the_cluster_stage_against_the_references():
-    from seglib.bench import markdown, ratios
+    from seglib.local.bench import markdown, ratios
     record = {"members": 1000, "setup_s": 1.0, "total_s": 30.0, "server_start_s": 5.0, "rows_per_s": 33,
               "peak_memory_mb": {"jvm": 900, "python": 400}, "next_run_s": 20.0,
               "stages_s": {"01_load": 10.0, "03_cluster": 8.0}, "next_run_stages_s": {"01_load": 6.0, "03_cluster": 5.0},
@@ -48,7 +48,7 @@ def test_the_scikit_learn_reference_counts_its_fastest_run(tmp_path):
     import numpy as np
     import pandas as pd
     from deltalake import write_deltalake
-    from seglib.bench import sklearn_reference
+    from seglib.local.bench import sklearn_reference
     from seglib.features import FEATURES
     rng = np.random.default_rng(1)
     kpi = pd.DataFrame(rng.gamma(2.0, 10.0, size=(3000, len(FEATURES))), columns=FEATURES)

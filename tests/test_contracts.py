@@ -137,20 +137,20 @@ def test_outliers_are_counted(spark):
     assert "outliers (beyond 3 IQR" in "\n".join(report.lines())
 
 
-def test_load_lists_every_violation_of_every_table_in_one_error(spark, demo, schema):
+def test_load_lists_every_violation_of_every_table_in_one_error(spark, demo, where):
     for t in TB.GOLD_INPUTS:
-        spark.read.table(f"{demo}.{t}").write.format("delta").saveAsTable(f"{schema}.{t}")
-    kpi = spark.read.table(f"{demo}.{KPI}").withColumn(
+        spark.read.table(demo.qualified(t)).write.format("delta").saveAsTable(where.qualified(t))
+    kpi = spark.read.table(demo.qualified(KPI)).withColumn(
         "total_flights", F.when(F.col("customer_key") == 11, -1).otherwise(F.col("total_flights")))
-    kpi.write.format("delta").mode("overwrite").saveAsTable(f"{schema}.{KPI}")
-    flights = spark.read.table(f"{demo}.{TB.FACT_FLIGHTS}")
+    kpi.write.format("delta").mode("overwrite").saveAsTable(where.qualified(KPI))
+    flights = spark.read.table(demo.qualified(TB.FACT_FLIGHTS))
     flights.unionByName(flights.where("customer_key = 5")).write.format("delta").mode("overwrite") \
-        .saveAsTable(f"{schema}.{TB.FACT_FLIGHTS}")
+        .saveAsTable(where.qualified(TB.FACT_FLIGHTS))
     with pytest.raises(InputContractError) as e:
-        load_gold(spark, schema)
+        load_gold(spark, where)
     assert str(e.value) == (
         "the input breaks the airline contract (2 problem(s)); nothing was written:\n"
-        f"  - `{schema}`.`fact_flights`.customer_key: 1 duplicate key row(s), expected one row per customer_key, "
+        f"  - {where.schema_name}.`fact_flights`.customer_key: 1 duplicate key row(s), expected one row per customer_key, "
         f"e.g. customer_key 5 (2 rows)\n"
-        f"  - `{schema}`.`kpi_customer_value`.total_flights: 1 negative value(s), expected >= 0, "
+        f"  - {where.schema_name}.`kpi_customer_value`.total_flights: 1 negative value(s), expected >= 0, "
         f"e.g. customer_key 11 (total_flights -1)")

@@ -297,8 +297,8 @@ def _airline_gold(spark, schema: str) -> None:
         [(k, _cluster(k), _cluster(k), NAMES[_cluster(k)]) for k in range(1, N_CUSTOMERS)],
         "customer_key int, cluster int, segment int, segment_name string")
     segments, summary = build_outputs(kpi, assignments, "dashboard-test")
-    TB.save_table(segments, TB.GOLD_SEGMENTS, schema)
-    TB.save_table(summary, TB.GOLD_SUMMARY, schema)
+    TB.save_table(segments, TB.GOLD_SEGMENTS, TB.Location(schema))
+    TB.save_table(summary, TB.GOLD_SUMMARY, TB.Location(schema))
 
 
 # retail: hand-made invoice lines through the features step's RFM (seglib.rfm) and stage 5's build_outputs,
@@ -334,8 +334,8 @@ def _retail_gold(spark, schema: str) -> None:
         [(c, _cluster(c), _cluster(c), RETAIL_NAMES[_cluster(c)]) for c in range(1, N_SHOPPERS)],
         "customer_key long, cluster int, segment int, segment_name string")
     segments, summary = build_outputs(base, assignments, "dashboard-test", recipe="retail")
-    TB.save_table(segments, TB.GOLD_SEGMENTS, schema)
-    TB.save_table(summary, TB.GOLD_SUMMARY, schema)
+    TB.save_table(segments, TB.GOLD_SEGMENTS, TB.Location(schema))
+    TB.save_table(summary, TB.GOLD_SUMMARY, TB.Location(schema))
 
 
 BUILDERS = {"airline": _airline_gold, "retail": _retail_gold}

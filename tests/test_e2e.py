@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
 from seglib import tables as TB
-from seglib.session import table_path
+from seglib.local.spark import table_path
 
 pytestmark = pytest.mark.e2e
 GENERATE = "00_generate_demo_data"

@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 
 from seglib import tables as TB
 from seglib.features import FEATURES
-from seglib.runner import output_lock
-from seglib.session import table_path
+from seglib.local.runner import output_lock
+from seglib.local.spark import table_path
 
 pytestmark = pytest.mark.e2e
 SCHEMA = "contoso"

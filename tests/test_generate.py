@@ -7,27 +7,27 @@ from seglib.generate import ARCHETYPES, gold_tables
 def test_tables_have_exactly_the_design_schemas(spark, demo):
     for table in TB.GOLD_INPUTS:  # the airline recipe's tables (INPUT_SCHEMAS also holds retail's)
         schema = TB.INPUT_SCHEMAS[table]
-        actual = spark.read.table(f"{demo}.{table}").schema
+        actual = spark.read.table(demo.qualified(table)).schema
         assert [(f.name, f.dataType) for f in actual] == [(f.name, f.dataType) for f in schema], table
-    truth = spark.read.table(f"{demo}.{TB.FIXTURE_TRUTH}")
+    truth = spark.read.table(demo.qualified(TB.FIXTURE_TRUTH))
     assert truth.columns == ["customer_key", "archetype"]
     assert {r.archetype for r in truth.select("archetype").distinct().collect()} == {a.name for a in ARCHETYPES}
 
 
 def test_one_row_per_member_and_dirty_transactions(spark, demo):
     for table in (TB.DIM_CUSTOMERS, TB.FACT_FLIGHTS, TB.KPI_CUSTOMER_VALUE, TB.FIXTURE_TRUTH):
-        df = spark.read.table(f"{demo}.{table}")
+        df = spark.read.table(demo.qualified(table))
         assert df.count() == 3000 == df.select("customer_key").distinct().count()
-    tx = spark.read.table(f"{demo}.{TB.FACT_TRANSACTIONS}")
+    tx = spark.read.table(demo.qualified(TB.FACT_TRANSACTIONS))
     assert tx.where("customer_key IS NULL").count() >= 3
     assert {r.status for r in tx.select("status").distinct().collect()} == {"completed", "pending", "cancelled"}
     assert tx.select("transaction_id").distinct().count() == tx.count()
 
 
 def test_kpi_follows_the_lab_semantics(spark, demo):
-    tx = spark.read.table(f"{demo}.{TB.FACT_TRANSACTIONS}")
-    flights = spark.read.table(f"{demo}.{TB.FACT_FLIGHTS}")
-    kpi = spark.read.table(f"{demo}.{TB.KPI_CUSTOMER_VALUE}")
+    tx = spark.read.table(demo.qualified(TB.FACT_TRANSACTIONS))
+    flights = spark.read.table(demo.qualified(TB.FACT_FLIGHTS))
+    kpi = spark.read.table(demo.qualified(TB.KPI_CUSTOMER_VALUE))
     completed = (tx.where("status = 'completed'").groupBy("customer_key")
                  .agg(F.round(F.sum("transaction_amount"), 2).alias("spent"), F.count("*").alias("n")))
     check = (kpi.join(completed, "customer_key", "left").join(flights.select(
@@ -50,7 +50,7 @@ def test_deterministic_for_seed_and_size(spark):
 
 def test_shapes_are_close_to_the_real_member_data(spark, demo):
     """Quantiles of the real data (DESIGN.md) within a loose band; heavy tails and ~0.7% null ages."""
-    kpi = spark.read.table(f"{demo}.{TB.KPI_CUSTOMER_VALUE}")
+    kpi = spark.read.table(demo.qualified(TB.KPI_CUSTOMER_VALUE))
     real = {"total_flights": (3, 7, 15), "total_km_flown": (4882, 10208, 21519),
             "total_loyalty_points": (2863, 6468, 14491), "days_since_last_flight": (28, 105, 259)}
     for col, quartiles in real.items():

@@ -28,8 +28,8 @@ TRANSACTIONS = DATA / "airline_transactions.json"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _rows(spark, schema, table, key="customer_key"):
-    df = spark.read.table(f"{schema}.{table}")
+def _rows(spark, where, table, key="customer_key"):
+    df = spark.read.table(where.qualified(table))
     if "load_timestamp" in df.columns:  # compare as text: independent of the Python process's time zone
         df = df.withColumn("load_timestamp", F.date_format("load_timestamp", "yyyy-MM-dd HH:mm:ss"))
     return {r[key]: r.asDict() for r in df.collect()}
@@ -39,15 +39,16 @@ def _rows(spark, schema, table, key="customer_key"):
 def imported(spark):
     """The member file and the transactions JSON imported once (schema `airline_lab`)."""
     lines = []
-    report = import_airline(spark, str(MEMBERS), "airline_lab", transactions=str(TRANSACTIONS), log=lines.append)
-    return "airline_lab", report, lines
+    report = import_airline(spark, str(MEMBERS), TB.Location("airline_lab"), transactions=str(TRANSACTIONS),
+                            log=lines.append)
+    return TB.Location("airline_lab"), report, lines
 
 
 def test_tables_have_exactly_the_gold_schemas(spark, imported):
-    schema, _, _ = imported
+    where, _, _ = imported
     for table in TB.GOLD_INPUTS:  # the airline recipe's tables (INPUT_SCHEMAS also holds retail's)
         expected = TB.INPUT_SCHEMAS[table]
-        actual = spark.read.table(f"{schema}.{table}").schema
+        actual = spark.read.table(where.qualified(table)).schema
         assert [(f.name, f.dataType) for f in actual] == [(f.name, f.dataType) for f in expected], table
 
 
@@ -185,7 +186,7 @@ def test_parsers_null_what_is_invalid_and_never_fail(spark):
                    (None, 99999999999.0), (None, None)]
 
 
-def test_bad_input_names_the_file_and_the_column(spark, schema, tmp_path):
+def test_bad_input_names_the_file_and_the_column(spark, where, tmp_path):
     header, *rows = MEMBERS.read_text().splitlines()
     names = header.split(",")
     age = names.index("AGE")
@@ -194,16 +195,16 @@ def test_bad_input_names_the_file_and_the_column(spark, schema, tmp_path):
                                 for line in [header, *rows]) + "\n")
     expected = rf"{re.escape(str(no_age))}: column\(s\) AGE missing from the header; expected .*flight\.csv.*MEMBER_NO"
     with pytest.raises(InputContractError, match=expected):
-        import_airline(spark, str(no_age), schema, log=lambda *a: None)
+        import_airline(spark, str(no_age), where, log=lambda *a: None)
     with pytest.raises(InputContractError, match=r"nope\.csv: file not found; expected the airline member file"):
-        import_airline(spark, str(tmp_path / "nope.csv"), schema, log=lambda *a: None)
+        import_airline(spark, str(tmp_path / "nope.csv"), where, log=lambda *a: None)
     bad_json = tmp_path / "tx.json"
     bad_json.write_text('[{"transaction_id": "T1", "customer_id": "1001", "amount": 5}]')
     expected = (rf"{re.escape(str(bad_json))}: field\(s\) purchase_date, status, region, payment_method missing; "
                 r"expected the lab's transactions JSON")
     with pytest.raises(InputContractError, match=expected):
-        import_airline(spark, str(MEMBERS), schema, transactions=str(bad_json), log=lambda *a: None)
-    assert spark.sql(f"SHOW TABLES IN {schema}").count() == 0  # nothing written
+        import_airline(spark, str(MEMBERS), where, transactions=str(bad_json), log=lambda *a: None)
+    assert spark.sql(f"SHOW TABLES IN {where.schema}").count() == 0  # nothing written
 
 
 def test_cli_imports_a_gzipped_file(tmp_path, published, published_spark):
@@ -239,14 +240,14 @@ def test_dates_in_another_format_stop_the_import_and_write_nothing(spark, import
     """A few bad dates are nulled and counted; a column in another format would be nulled entirely."""
     import pandas as pd
     from seglib.cli import main
-    schema, _, _ = imported
+    where, _, _ = imported
     members = pd.read_csv(MEMBERS, dtype=str, keep_default_na=False)
     members["LAST_FLIGHT_DATE"] = "31.03.2014"
     other = tmp_path / "members_dotted_dates.csv"
     members.to_csv(other, index=False)
-    before = {t: TB.table_version(spark, t, schema) for t in TB.GOLD_INPUTS}
-    assert main(["import-airline", str(other), "--schema", schema]) == 1
+    before = {t: TB.table_version(spark, t, where) for t in TB.GOLD_INPUTS}
+    assert main(["import-airline", str(other), "--schema", where.schema]) == 1
     err = capsys.readouterr().err
     assert (f"seglib: error: {other}: column LAST_FLIGHT_DATE: 8 of 8 values are not dates in the M/d/yyyy format "
             f"(e.g. '31.03.2014', '31.03.2014', '31.03.2014'); nothing was written") in err
-    assert {t: TB.table_version(spark, t, schema) for t in TB.GOLD_INPUTS} == before
+    assert {t: TB.table_version(spark, t, where) for t in TB.GOLD_INPUTS} == before

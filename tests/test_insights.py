@@ -297,7 +297,7 @@ def test_report_holds_the_charts_with_plotly_js_inline_once(executed, tmp_path):
 
 
 def test_run_report_only_when_insights_ran(executed, tmp_path):
-    from seglib.runner import RunResult, write_run_report
+    from seglib.local.runner import RunResult, write_run_report
     assert write_run_report(RunResult(executed, {"05_write": 1.0}), log=lambda *a: None) is None
     assert not (executed / "report.html").exists()
     said = []

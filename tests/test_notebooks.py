@@ -39,7 +39,7 @@ def test_every_notebook_has_the_same_set_up_cell_and_fabric_metadata():
         assert all(c.outputs == [] and c.execution_count is None for c in code), f"{path.name} has outputs"
         # parameters, then the set-up cell, then the cell that reads the parameters
         assert "parameters" in code[0].metadata.get("tags", []) and code[1].id.endswith(SET_UP), path.name
-        assert "seglib.notebook_params(globals())" in code[2].source, path.name
+        assert "seglib.setup(globals())" in code[2].source, path.name
         cells[path.name] = _set_up_cell(path)
         assert 'os.path.join(os.getcwd(), "..", "src")' not in "".join(c.source for c in code), path.name
     assert len(set(cells.values())) == 1, "the set-up cells differ: " + ", ".join(cells)

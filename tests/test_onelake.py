@@ -14,13 +14,6 @@ HOST = "onelake.dfs.fabric.microsoft.com"
 ONELAKE = f"abfss://ws@{HOST}/lh.Lakehouse/Tables"
 
 
-@pytest.fixture(autouse=True)
-def catalog_tables_after():
-    """use_paths is process state (one notebook per process): reset it after each test."""
-    yield
-    TB.use_paths("", "")
-
-
 @pytest.fixture
 def oauth_confs_unset(spark):
     yield
@@ -33,40 +26,44 @@ def source_path(spark, demo, tmp_path_factory):
     """The demo Gold layer as path-based Delta tables, one folder per table."""
     root = tmp_path_factory.mktemp("source")
     for table in TB.GOLD_INPUTS:
-        spark.read.table(f"{demo}.{table}").write.format("delta").save(str(root / table))
+        spark.read.table(demo.qualified(table)).write.format("delta").save(str(root / table))
     return str(root)
 
 
 def test_path_mode_reads_inputs_and_writes_intermediates_at_paths(spark, source_path, tmp_path):
     target = tmp_path / "target"
-    summary = onelake.setup_storage(spark, {"source_path": source_path, "target_path": str(target) + "/"})
+    where, summary = onelake.setup_storage(spark, {"schema": "no_such_schema", "source_path": source_path,
+                                                   "target_path": str(target) + "/"})
     assert summary == f"inputs: {source_path}; outputs: {target}"
-    gold, _ = load_gold(spark, "no_such_schema")  # the schema is not used for tables at paths
+    assert where == TB.Location("no_such_schema", None, source_path, str(target))
+    gold, _ = load_gold(spark, where)  # the schema is not used for tables at paths
     assert gold[TB.KPI_CUSTOMER_VALUE].count() == 3000
 
     features, _ = build_features(gold[TB.KPI_CUSTOMER_VALUE], "impute")
-    assert TB.save_table(features, TB.SEG_FEATURES, "no_such_schema") == f"{target}/{TB.SEG_FEATURES}"
+    assert TB.save_table(features, TB.SEG_FEATURES, where) == f"{target}/{TB.SEG_FEATURES}"
 
     written = DeltaTable(str(target / TB.SEG_FEATURES))
     rows = written.to_pyarrow_table()
     assert rows.num_rows == 3000 and set(rows.column_names) == set(features.columns)
-    assert TB.read_table(spark, TB.SEG_FEATURES, "no_such_schema").count() == 3000
+    assert TB.read_table(spark, TB.SEG_FEATURES, where).count() == 3000
     assert not (target / TB.KPI_CUSTOMER_VALUE).exists()  # inputs are only read from source_path
     assert not spark.catalog.tableExists(f"no_such_schema.{TB.SEG_FEATURES}")
 
 
 def test_only_one_side_at_a_path(spark, demo, tmp_path):
-    TB.use_paths(target_path=str(tmp_path))
-    kpi = read_input(spark, TB.KPI_CUSTOMER_VALUE, demo)  # inputs still from the catalog
+    where = TB.Location(demo.schema, target_path=str(tmp_path))
+    kpi = read_input(spark, TB.KPI_CUSTOMER_VALUE, where)  # inputs still from the catalog
     assert kpi.count() == 3000
-    assert TB.table_path(TB.GOLD_SUMMARY) == f"{tmp_path}/{TB.GOLD_SUMMARY}"
-    assert TB.table_path(TB.KPI_CUSTOMER_VALUE) is None
+    assert where.path(TB.GOLD_SUMMARY) == f"{tmp_path}/{TB.GOLD_SUMMARY}"
+    assert where.path(TB.KPI_CUSTOMER_VALUE) is None and where.sql(TB.KPI_CUSTOMER_VALUE) == "`demo`.`kpi_customer_value`"
+    assert where.sql(TB.GOLD_SUMMARY) == f"delta.`{tmp_path}/{TB.GOLD_SUMMARY}`"
+    # Two Locations in one process do not meet: what one says does not change the other (no module state).
+    assert TB.Location(demo.schema).path(TB.GOLD_SUMMARY) is None
 
 
 def test_missing_table_at_a_path_names_the_path_and_columns(spark, tmp_path):
-    TB.use_paths(source_path=str(tmp_path))
     with pytest.raises(InputContractError) as e:
-        read_input(spark, TB.KPI_CUSTOMER_VALUE, "demo")
+        read_input(spark, TB.KPI_CUSTOMER_VALUE, TB.Location("demo", source_path=str(tmp_path)))
     message = str(e.value)
     assert f"{tmp_path}/{TB.KPI_CUSTOMER_VALUE} does not exist" in message
     assert "customer_key int" in message and "total_spent double" in message
@@ -123,20 +120,20 @@ def test_setup_storage_configures_oauth_only_for_abfss_with_all_keys(spark, monk
     keys = {"secret_scope": "kv", "tenant_id_key": "t", "client_id_key": "c", "client_secret_key": "s"}
     for key, value in {"T": "tenant-2", "C": "client-2", "S": SECRET}.items():
         monkeypatch.setenv(f"SEGLIB_SECRET_KV_{key}", value)
-    onelake.setup_storage(spark, {"target_path": "/tmp/local", **keys})  # not abfss: nothing to configure
+    onelake.setup_storage(spark, {"schema": "s", "target_path": "/tmp/local", **keys})  # not abfss: nothing to do
     assert spark.conf.get(f"fs.azure.account.auth.type.{HOST}", None) is None
-    summary = onelake.setup_storage(spark, {"source_path": ONELAKE, **keys})
+    _, summary = onelake.setup_storage(spark, {"schema": "s", "source_path": ONELAKE, **keys})
     assert summary.endswith(f"OAuth service principal for {HOST}") and SECRET not in summary
     assert spark.conf.get(f"fs.azure.account.oauth2.client.id.{HOST}") == "client-2"
     with pytest.raises(ParameterError, match="missing: client_secret_key"):
-        onelake.setup_storage(spark, {"source_path": ONELAKE, **keys, "client_secret_key": ""})
+        onelake.setup_storage(spark, {"schema": "s", "source_path": ONELAKE, **keys, "client_secret_key": ""})
 
 
 def test_secret_values_are_never_printed_or_in_errors(spark, monkeypatch, capfd, oauth_confs_unset):
     monkeypatch.setenv("SEGLIB_SECRET_KV_S", SECRET)
     monkeypatch.setenv("SEGLIB_SECRET_KV_T", "tenant-3")
     monkeypatch.setenv("SEGLIB_SECRET_KV_C", "client-3")
-    params = {"source_path": ONELAKE, "target_path": ONELAKE, "secret_scope": "kv",
+    params = {"schema": "s", "source_path": ONELAKE, "target_path": ONELAKE, "secret_scope": "kv",
               "tenant_id_key": "T", "client_id_key": "C", "client_secret_key": "S"}
     print(onelake.setup_storage(spark, params))
     onelake.configure_oauth(spark, "tenant-3", "client-3", SECRET)

@@ -40,14 +40,14 @@ def _text(df):
 @pytest.fixture(scope="module")
 def imported(spark):
     lines = []
-    report = import_retail(spark, str(SAMPLE), "retail_uci", log=lines.append)
+    report = import_retail(spark, str(SAMPLE), TB.Location("retail_uci"), log=lines.append)
     return spark.read.table(f"retail_uci.{TB.RETAIL_TRANSACTIONS}"), report, "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
 def generated(spark):
     """The default demo (1,000 customers, seed 42), written once."""
-    counts = generate_retail_data(spark, "retail_demo", log=lambda *a: None)
+    counts = generate_retail_data(spark, TB.Location("retail_demo"), log=lambda *a: None)
     tx = spark.read.table(f"retail_demo.{TB.RETAIL_TRANSACTIONS}")
     customers = spark.read.table(f"retail_demo.{TB.RETAIL_CUSTOMERS}")
     return tx, customers, counts
@@ -90,7 +90,7 @@ def test_imported_rows_follow_the_recipe_schema(imported):
     assert rows[("536370", "POST")].country == "France"
 
 
-def test_gz_input_and_bad_input(spark, schema, tmp_path):
+def test_gz_input_and_bad_input(spark, where, tmp_path):
     gz = tmp_path / "online_retail.csv.gz"
     with SAMPLE.open("rb") as src, gzip.open(gz, "wb") as dst:
         shutil.copyfileobj(src, dst)
@@ -101,13 +101,13 @@ def test_gz_input_and_bad_input(spark, schema, tmp_path):
     other = tmp_path / "dotted.csv"
     other.write_text(SAMPLE.read_text().replace("2010-12-01 ", "01.12.2010 "))
     with pytest.raises(InputContractError, match=r"column InvoiceDate: .* not dates .*'01\.12\.2010"):
-        import_retail(spark, str(other), schema, log=lambda *a: None)
-    assert not spark.catalog.tableExists(f"{schema}.{TB.RETAIL_TRANSACTIONS}")
+        import_retail(spark, str(other), where, log=lambda *a: None)
+    assert not spark.catalog.tableExists(where.qualified(TB.RETAIL_TRANSACTIONS))
 
     missing = tmp_path / "no_customer_column.csv"
     missing.write_text("InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,Country\n1,A,1,2010-12-01 08:00:00,1.0,UK\n")
     with pytest.raises(InputContractError, match="Description, CustomerID missing"):
-        import_retail(spark, str(missing), schema, log=lambda *a: None)
+        import_retail(spark, str(missing), where, log=lambda *a: None)
 
 
 def test_cli_checks_before_starting_spark(capsys):

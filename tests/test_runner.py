@@ -5,7 +5,7 @@ import pytest
 
 from seglib import bundle as B
 from seglib.errors import ParameterError
-from seglib.runner import SEGMENTATION_JOB, _coerce, declared_parameters, job_notebooks, job_params, parse_params
+from seglib.local.runner import SEGMENTATION_JOB, _coerce, declared_parameters, job_notebooks, job_params, parse_params
 
 BUNDLE = B.load(Path(__file__).resolve().parents[1])
 
@@ -94,7 +94,7 @@ def _live_children() -> list[int]:
 def test_each_notebook_gets_a_fresh_kernel_with_its_imports_loaded_ahead(tmp_path):
     """Kernels are started ahead and preload what their notebook imports, but every notebook still has a
     process and a namespace of its own, and gets its parameters."""
-    from seglib.runner import _execute
+    from seglib.local.runner import _execute
     record = tmp_path / "record.txt"
     first = _notebook(tmp_path / "a.ipynb", "n = 0",
                       f"import os, sys\nleaked = 'secret'\nopen({str(record)!r}, 'a').write(f'a {{os.getpid()}} {{n}}\\n')")
@@ -119,7 +119,7 @@ def test_each_notebook_gets_a_fresh_kernel_with_its_imports_loaded_ahead(tmp_pat
 
 
 def test_a_failing_notebook_stops_the_run_and_every_kernel(tmp_path):
-    from seglib.runner import NotebookFailure, _execute
+    from seglib.local.runner import NotebookFailure, _execute
     pids = tmp_path / "pids.txt"
     cells = ["n = 0", f"import os\nopen({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')"]
     failing = _notebook(tmp_path / "a.ipynb", *cells, "raise ValueError('boom in a')")
@@ -149,7 +149,7 @@ def test_auto_session_is_connect_only_where_pyspark_can_be_a_connect_client(monk
 
     import pyspark
 
-    from seglib.runner import session_kind
+    from seglib.local.runner import session_kind
     monkeypatch.delenv("SPARK_REMOTE", raising=False)
     assert session_kind("auto") == "connect"  # this venv: pyspark 4.1 with the connect extra
     monkeypatch.setattr(pyspark, "__version__", "3.5.5")  # a 3.5 pip package has no Connect server

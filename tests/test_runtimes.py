@@ -23,7 +23,7 @@ from deltalake import DeltaTable, write_deltalake
 from seglib import bundle as B
 from seglib import tables as TB
 from seglib import wheel as W
-from seglib.runner import SEGMENTATION_JOB, declared_parameters, job_notebooks, job_params, notebook_parameters
+from seglib.local.runner import SEGMENTATION_JOB, declared_parameters, job_notebooks, job_params, notebook_parameters
 
 pytestmark = [pytest.mark.e2e, pytest.mark.matrix]
 

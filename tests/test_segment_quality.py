@@ -133,21 +133,21 @@ def test_scoring_without_a_saved_model_says_what_to_do(spark, default_features, 
         segment(default_features, "score", str(tmp_path / "nothing"))
 
 
-def _publish(spark, kpi, features, assignments_result, schema, run_id, model_path):
+def _publish(spark, kpi, features, assignments_result, where, run_id, model_path):
     """What notebooks 01-05 hand over and write, for one run."""
-    record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: kpi.count()}, schema)
+    record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: kpi.count()}, where)
     _, report = build_features(kpi)
-    report.save(spark, schema)
-    save_cluster_outputs(assignments_result, model_path, schema)  # a fit's model is saved here
-    return write_outputs(spark, kpi, assignments_result.assignments, schema, run_id=run_id, log=lambda *a: None)
+    report.save(spark, where)
+    save_cluster_outputs(assignments_result, model_path, where)  # a fit's model is saved here
+    return write_outputs(spark, kpi, assignments_result.assignments, where, run_id=run_id, log=lambda *a: None)
 
 
-def test_migration_shows_exactly_the_customers_who_moved(spark, schema, tmp_path):
+def test_migration_shows_exactly_the_customers_who_moved(spark, where, tmp_path):
     """Version 2 of the Gold layer: 40 New Joiners behave like Premium Elite, 25 members left, 30 joined."""
     kpi1 = gold_tables(spark, 1200, 5)[TB.KPI_CUSTOMER_VALUE].cache()
     f1, _ = build_features(kpi1)
     fit = segment(f1, "fit", str(tmp_path / "model"), k=5, seed=42, n_init=2, stability_runs=0, **quiet)
-    w1 = _publish(spark, kpi1, f1, fit, schema, "run-1", str(tmp_path / "model"))
+    w1 = _publish(spark, kpi1, f1, fit, where, "run-1", str(tmp_path / "model"))
     labels = fit.assignments.toPandas().set_index("customer_key")
     joiners = labels.index[labels.segment_name == "New Joiners"][:40].tolist()
     elite = int(labels.index[labels.segment_name == "Premium Elite Members"][0])
@@ -163,9 +163,9 @@ def test_migration_shows_exactly_the_customers_who_moved(spark, schema, tmp_path
             .unionByName(newcomers)).cache()
     f2, _ = build_features(kpi2)
     scored = segment(f2, "score", str(tmp_path / "model"))
-    w2 = _publish(spark, kpi2, f2, scored, schema, "run-2", str(tmp_path / "model"))
+    w2 = _publish(spark, kpi2, f2, scored, where, "run-2", str(tmp_path / "model"))
 
-    migration = spark.read.table(f"{schema}.{TB.GOLD_MIGRATION}")
+    migration = spark.read.table(where.qualified(TB.GOLD_MIGRATION))
     rows = {(r.from_segment_name, r.to_segment_name): (r.change, r.customers) for r in migration.collect()}
     assert {r.run_id for r in migration.collect()} == {"run-2"}
     assert {(r.from_version, r.to_version) for r in migration.collect()} == {(w2["previous_version"], w2["output_versions"][TB.GOLD_SEGMENTS])}
@@ -183,12 +183,12 @@ def test_migration_shows_exactly_the_customers_who_moved(spark, schema, tmp_path
     assert matrix.values.sum() == 1200 + 30
 
     # The run log: one row per run, and the run id on both gold tables.
-    runs = spark.read.table(f"{schema}.{TB.GOLD_RUNS}").orderBy("run_time").collect()
+    runs = spark.read.table(where.qualified(TB.GOLD_RUNS)).orderBy("run_time").collect()
     assert [r.run_id for r in runs] == ["run-1", "run-2"] and [r.mode for r in runs] == ["fit", "score"]
     assert runs[1].output_versions[TB.GOLD_SEGMENTS] == w2["output_versions"][TB.GOLD_SEGMENTS]
     assert runs[0].input_rows == {TB.KPI_CUSTOMER_VALUE: 1200} and runs[1].customers == 1200 - 25 + 30
     assert runs[0].parameters["k"] == "5" and runs[0].parameters["null_policy"] == "impute"
     assert runs[0].silhouette == pytest.approx(fit.silhouette)
     for table in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY):
-        assert {r.run_id for r in spark.read.table(f"{schema}.{table}").select("run_id").distinct().collect()} == {"run-2"}
+        assert {r.run_id for r in spark.read.table(where.qualified(table)).select("run_id").distinct().collect()} == {"run-2"}
     assert w1["previous_version"] is None

@@ -98,14 +98,14 @@ def test_too_few_customers_for_k(spark):
         fit_segments(df, k=5, log=lambda *a: None)
 
 
-def test_fit_writes_nothing_and_the_save_step_keeps_the_model_and_the_tables(spark, fitted, schema, tmp_path):
+def test_fit_writes_nothing_and_the_save_step_keeps_the_model_and_the_tables(spark, fitted, where, tmp_path):
     features, fitted_result = fitted
     model = tmp_path / "model"
     result = segment(features, "fit", str(model), k=5, seed=42, stability_runs=0, log=lambda *a: None)
     assert not model.exists()  # segment() computes; save_cluster_outputs writes
     assert result.names == fitted_result.names and 0.3 < result.silhouette <= 1
-    metrics = save_cluster_outputs(result, str(model), schema)
-    assignments = spark.read.table(f"{schema}.{TB.SEG_ASSIGNMENTS}")
+    metrics = save_cluster_outputs(result, str(model), where)
+    assignments = spark.read.table(where.qualified(TB.SEG_ASSIGNMENTS))
     assert assignments.count() == features.count() == 3000
     # All 3000 are in the fit sample: the profile kept from the fit is that of the written assignments.
     assert result.fitted_on == 3000
@@ -124,7 +124,7 @@ def test_fit_writes_nothing_and_the_save_step_keeps_the_model_and_the_tables(spa
     scored = segment(features, "score", str(model))
     assert scored.names == result.names
     pd.testing.assert_frame_equal(scored.segment_means(), result.segment_means(), atol=1e-9)
-    row = spark.read.table(f"{schema}.{TB.SEG_CLUSTER_METRICS}").first()
+    row = spark.read.table(where.qualified(TB.SEG_CLUSTER_METRICS)).first()
     assert row.k == 5 and abs(row.silhouette - result.silhouette) < 1e-12 and row.model_path == str(model)
     assert metrics.first().asDict() == row.asDict()  # what the notebook shows is what was written
 
@@ -201,14 +201,14 @@ def _cached_dataframes(spark) -> list[str]:
     return sorted(i.name() for i in infos if not i.name().startswith("Delta Table State"))
 
 
-def test_outputs_are_validated_and_written(spark, demo, fitted, schema, tmp_path):
+def test_outputs_are_validated_and_written(spark, demo, fitted, where, tmp_path):
     kpi, assignments = _profile_and_kpi(spark, demo, fitted)
     # What the earlier steps hand over for the run log
-    record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, schema)
-    build_features(kpi)[1].save(spark, schema)
-    save_cluster_outputs(fitted[1], str(tmp_path / "model"), schema)
+    record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, where)
+    build_features(kpi)[1].save(spark, where)
+    save_cluster_outputs(fitted[1], str(tmp_path / "model"), where)
     cached = _cached_dataframes(spark)
-    written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
+    written = write_outputs(spark, kpi, assignments, where, run_id="r1", log=lambda *a: None)
     # Nothing it cached stays behind on the session: a kept server runs many jobs (unpersist frees the
     # blocks asynchronously, hence the wait)
     deadline = time.monotonic() + 30
@@ -217,9 +217,9 @@ def test_outputs_are_validated_and_written(spark, demo, fitted, schema, tmp_path
     assert _cached_dataframes(spark) == cached
     assert {k: written[k] for k in ("customers", "unsegmented", "summary_total", "run_id")} == {
         "customers": 3000, "unsegmented": 0, "summary_total": 3000, "run_id": "r1"}
-    seg = spark.read.table(f"{schema}.{TB.GOLD_SEGMENTS}")
+    seg = spark.read.table(where.qualified(TB.GOLD_SEGMENTS))
     assert seg.columns == kpi.columns + ["segment", "segment_name", "run_id"]
-    summary = spark.read.table(f"{schema}.{TB.GOLD_SUMMARY}")
+    summary = spark.read.table(where.qualified(TB.GOLD_SUMMARY))
     assert summary.columns == TB.GOLD_SUMMARY_COLUMNS
     # avg columns rounded as the lab does: flights 1 dp, points 0 dp, revenue 2 dp
     expected = (seg.groupBy("segment").agg(F.round(F.avg("total_flights"), 1).alias("f"),
@@ -236,33 +236,33 @@ def test_without_a_cache_as_on_serverless_the_same_outputs_are_validated_and_pub
     kpi, assignments = _profile_and_kpi(spark, demo, fitted)
     schemas = []
     for refuse in (False, True):
-        schema = f"nocache_{int(refuse)}"
-        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, schema)
-        build_features(kpi)[1].save(spark, schema)
-        save_cluster_outputs(fitted[1], str(tmp_path / schema), schema)
+        where = TB.Location(f"nocache_{int(refuse)}")
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {where.schema}")
+        record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, where)
+        build_features(kpi)[1].save(spark, where)
+        save_cluster_outputs(fitted[1], str(tmp_path / where.schema), where)
         if refuse:
             monkeypatch.setattr(type(kpi), "cache", refuse_cache)
             monkeypatch.setattr(type(kpi), "unpersist", refuse_cache)
             with pytest.raises(ValidationError, match="3 duplicate customer_key rows"):
-                write_outputs(spark, kpi, assignments.unionByName(assignments.limit(3)), schema, log=lambda *a: None)
-            assert not spark.catalog.tableExists(f"{schema}.{TB.GOLD_SEGMENTS}")
-        written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
+                write_outputs(spark, kpi, assignments.unionByName(assignments.limit(3)), where, log=lambda *a: None)
+            assert not spark.catalog.tableExists(where.qualified(TB.GOLD_SEGMENTS))
+        written = write_outputs(spark, kpi, assignments, where, run_id="r1", log=lambda *a: None)
         assert written["customers"] == 3000
-        schemas.append(schema)
+        schemas.append(where)
     monkeypatch.undo()
     for table in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION):
-        cached, recomputed = (spark.read.table(f"{s}.{table}") for s in schemas)
+        cached, recomputed = (spark.read.table(s.qualified(table)) for s in schemas)
         assert recomputed.count() == cached.count() > 0
         assert recomputed.exceptAll(cached).count() == 0 and cached.exceptAll(recomputed).count() == 0
 
 
-def test_validation_refuses_duplicates_and_writes_nothing(spark, demo, fitted, schema):
+def test_validation_refuses_duplicates_and_writes_nothing(spark, demo, fitted, where):
     kpi, assignments = _profile_and_kpi(spark, demo, fitted)
     doubled = assignments.unionByName(assignments.limit(3))
     with pytest.raises(ValidationError, match="3 duplicate customer_key rows"):
-        write_outputs(spark, kpi, doubled, schema, log=lambda *a: None)
-    assert not spark.catalog.tableExists(f"{schema}.{TB.GOLD_SEGMENTS}")
+        write_outputs(spark, kpi, doubled, where, log=lambda *a: None)
+    assert not spark.catalog.tableExists(where.qualified(TB.GOLD_SEGMENTS))
 
 
 def test_customers_left_out_by_drop_policy_are_labelled_unsegmented(spark, demo, fitted):
@@ -274,7 +274,7 @@ def test_customers_left_out_by_drop_policy_are_labelled_unsegmented(spark, demo,
 
 
 
-def _previous_run(spark, kpi, assignments, schema):
+def _previous_run(spark, kpi, assignments, where):
     """Run r0 before r1: without the first 50 customers, and every tenth customer one segment along, so
     r1's migration has new, moved and stayed customers."""
     names = dict(assignments.select("segment", "segment_name").distinct().collect())
@@ -285,8 +285,8 @@ def _previous_run(spark, kpi, assignments, schema):
     r0 = (assignments.withColumn("segment", F.when(moved, along[F.col("segment")]).otherwise(F.col("segment")))
           .withColumn("segment_name", name_of[F.col("segment")]))
     for table in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION, TB.GOLD_RUNS):  # a fresh start
-        spark.sql(f"DROP TABLE IF EXISTS {schema}.{table}")
-    write_outputs(spark, kpi.where("customer_key > 50"), r0, schema, run_id="r0", log=lambda *a: None)
+        spark.sql(f"DROP TABLE IF EXISTS {where.schema}.{table}")
+    write_outputs(spark, kpi.where("customer_key > 50"), r0, where, run_id="r0", log=lambda *a: None)
 
 
 def _rows(df) -> pd.DataFrame:
@@ -298,16 +298,16 @@ def one_attempt(spark, demo, fitted, tmp_path_factory):
     """A schema with what the steps before the write hand over (the run log reads it), and the gold tables
     runs r0 and then r1 leave, each in one successful attempt: what a retried r1 must leave too."""
     kpi, assignments = read_input(spark, TB.KPI_CUSTOMER_VALUE, demo), fitted[1].assignments
-    schema = "retried"
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, schema)
-    build_features(kpi)[1].save(spark, schema)
-    save_cluster_outputs(fitted[1], str(tmp_path_factory.mktemp("model") / "model"), schema)
-    _previous_run(spark, kpi, assignments, schema)
-    written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
-    gold = {t: _rows(spark.read.table(f"{schema}.{t}")) for t in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION)}
-    compared = _rows(TB.read_version(spark, TB.GOLD_SEGMENTS, written["previous_version"], schema))
-    return schema, kpi, assignments, gold, compared
+    where = TB.Location("retried")
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {where.schema}")
+    record_inputs(spark, {TB.KPI_CUSTOMER_VALUE: 3000}, where)
+    build_features(kpi)[1].save(spark, where)
+    save_cluster_outputs(fitted[1], str(tmp_path_factory.mktemp("model") / "model"), where)
+    _previous_run(spark, kpi, assignments, where)
+    written = write_outputs(spark, kpi, assignments, where, run_id="r1", log=lambda *a: None)
+    gold = {t: _rows(spark.read.table(where.qualified(t))) for t in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION)}
+    compared = _rows(TB.read_version(spark, TB.GOLD_SEGMENTS, written["previous_version"], where))
+    return where, kpi, assignments, gold, compared
 
 
 RETRIED = {
@@ -325,22 +325,22 @@ def test_a_retried_write_publishes_what_one_attempt_does(spark, one_attempt, mon
     """The job retries 05_write with the same run id. Whatever the first attempt left, the retry compares
     with the run before (not with its own rows: everyone would have "stayed"), leaves one run log row for
     the run id, and the gold tables end as one successful attempt leaves them."""
-    schema, kpi, assignments, once, compared_once = one_attempt
-    _previous_run(spark, kpi, assignments, schema)
+    where, kpi, assignments, once, compared_once = one_attempt
+    _previous_run(spark, kpi, assignments, where)
     how = RETRIED[first_attempt]
     if how:
         monkeypatch.setenv(P.FAULT_ENV, how["fault"])
         if how.get("no_restore"):
             monkeypatch.setattr(P, "_restore", lambda *a: None)
         with pytest.raises(P.InjectedFault):
-            write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
+            write_outputs(spark, kpi, assignments, where, run_id="r1", log=lambda *a: None)
         monkeypatch.undo()
     else:
-        write_outputs(spark, kpi, assignments, schema, run_id="r1", log=lambda *a: None)
+        write_outputs(spark, kpi, assignments, where, run_id="r1", log=lambda *a: None)
     printed = []
-    written = write_outputs(spark, kpi, assignments, schema, run_id="r1", log=printed.append)  # the retry
+    written = write_outputs(spark, kpi, assignments, where, run_id="r1", log=printed.append)  # the retry
 
-    gold = {t: _rows(spark.read.table(f"{schema}.{t}")) for t in once}
+    gold = {t: _rows(spark.read.table(where.qualified(t))) for t in once}
     for t in (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY):
         pd.testing.assert_frame_equal(gold[t], once[t], obj=t)
     # The migration: the one-run migration's rows (not all "stayed"), from a version holding r0's rows (the
@@ -350,16 +350,16 @@ def test_a_retried_write_publishes_what_one_attempt_does(spark, one_attempt, mon
                                   once[TB.GOLD_MIGRATION].drop(columns=versions), obj=TB.GOLD_MIGRATION)
     changes = once[TB.GOLD_MIGRATION].groupby("change").customers.sum()
     assert changes["new"] == 50 and changes["moved"] > 200 and changes.sum() == 3000
-    now = TB.table_version(spark, TB.GOLD_SEGMENTS, schema)
+    now = TB.table_version(spark, TB.GOLD_SEGMENTS, where)
     assert set(map(tuple, gold[TB.GOLD_MIGRATION][versions].values)) == {(written["previous_version"], now)}
     assert written["output_versions"][TB.GOLD_SEGMENTS] == now
-    compared = _rows(TB.read_version(spark, TB.GOLD_SEGMENTS, written["previous_version"], schema))
+    compared = _rows(TB.read_version(spark, TB.GOLD_SEGMENTS, written["previous_version"], where))
     pd.testing.assert_frame_equal(compared, compared_once, obj="the version compared with")
     # The run log: one row per run id, r1's naming the versions it published.
-    runs = spark.read.table(f"{schema}.{TB.GOLD_RUNS}").orderBy("run_time").collect()
+    runs = spark.read.table(where.qualified(TB.GOLD_RUNS)).orderBy("run_time").collect()
     assert [r.run_id for r in runs] == ["r0", "r1"]
     assert runs[1].output_versions == written["output_versions"] and runs[1].customers == 3000
-    assert P.published_run_id(spark, list(once), schema) == "r1"
+    assert P.published_run_id(spark, list(once), where) == "r1"
     if first_attempt != "failed after the run log row":  # the restored tables hold r0's rows: nothing to say
         assert any("already holds this run's rows" in p for p in printed), printed
     if first_attempt != "died while publishing":  # that attempt died before its run log row

@@ -141,7 +141,7 @@ def test_env_example_lists_what_the_code_reads():
     declared = set(B.load(ROOT).config["variables"])
     assert {k.removeprefix("BUNDLE_VAR_") for k in keys if k.startswith("BUNDLE_VAR_")} == declared
     sdk = {"DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"}  # read by databricks-sdk
-    source = "\n".join(p.read_text() for p in (ROOT / "src" / "seglib").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (ROOT / "src" / "seglib").rglob("*.py"))
     for key in keys:
         if not key.startswith("BUNDLE_VAR_") and key not in sdk:
             assert f'"{key}' in source, f"{key} is in .env.example but no seglib code reads it"
@@ -264,11 +264,11 @@ def test_a_bad_refresh_schedule_is_caught_with_the_variables_resolved(copy, monk
 
 
 def test_seglib_run_of_a_job_without_notebooks_fails_clearly_before_starting_spark(tmp_path, monkeypatch, capsys):
-    import seglib.runner
+    import seglib.local.runner
 
     def no_spark(*args, **kwargs):
         raise AssertionError("a local Spark was started for a job that cannot run locally")
-    monkeypatch.setattr(seglib.runner, "local_spark", no_spark)
+    monkeypatch.setattr(seglib.local.runner, "local_spark", no_spark)
     code = main(["run", "--job", REFRESH, "--bundle", str(ROOT), "--lakehouse", str(tmp_path / "lakehouse"),
                  "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err

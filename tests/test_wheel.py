@@ -32,9 +32,11 @@ def test_every_module_a_notebook_imports_is_found():
 
 
 def test_the_import_check_sees_a_local_only_import():
-    # The notebooks' modules import without the local extra; the runner needs papermill and PyYAML.
-    assert W.import_problems(Path(sys.executable), ["seglib.load", "seglib.write.write_outputs"]) == []
-    problems = W.import_problems(Path(sys.executable), ["seglib.runner", "seglib.load.no_such_name"])
-    assert len(problems) == 2
-    assert "seglib.runner does not import without the local extra" in problems[0] and "yaml" in problems[0]
-    assert "no_such_name" in problems[1]
+    # The notebooks' modules import without the local extra and without seglib's local machinery.
+    notebook_facing = W.notebook_modules(ROOT / "notebooks")
+    assert W.import_problems(Path(sys.executable), notebook_facing) == []
+    problems = W.import_problems(Path(sys.executable), ["seglib.validate", "seglib.cli", "seglib.load.no_such_name"])
+    assert len(problems) == 3
+    assert "seglib.validate does not import without the local extra" in problems[0] and "yaml" in problems[0]
+    assert "seglib.cli does not import" in problems[1] and "seglib.local" in problems[1]
+    assert "no_such_name" in problems[2]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .errors import SeglibError
-from .runner import NotebookFailure
+from .local.runner import NotebookFailure
 from .session import DEFAULT_LAKEHOUSE
 
 
@@ -49,13 +49,13 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 def cmd_generate(args) -> int:
     from .generate import DEMO_CUSTOMERS, generate_recipe_data
     from .session import get_spark
-    from .tables import check_identifier
-    check_identifier(args.schema, "schema")  # before starting Spark: a typo fails in a second
+    from .tables import Location
+    where = Location(args.schema)  # checks the name before starting Spark: a typo fails in a second
     customers = args.customers or DEMO_CUSTOMERS[args.recipe]
     who = "airline members" if args.recipe == "airline" else "retail customers and their invoice lines"
     start = time.perf_counter()
     _log(f"Generating {customers:,} demo {who} (seed {args.seed}) into {args.lakehouse}, schema {args.schema}")
-    generate_recipe_data(get_spark(args.lakehouse), args.schema, args.recipe, customers, args.seed, log=_log)
+    generate_recipe_data(get_spark(args.lakehouse), where, args.recipe, customers, args.seed, log=_log)
     _log(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -63,7 +63,7 @@ def cmd_generate(args) -> int:
 def _run_jobs(args, jobs: list[tuple[str, dict]], start_at: str | None = None) -> None:
     """Run bundle jobs locally, one after the other, each with its own parameters (as demo_install does)."""
     from . import bundle as B
-    from .runner import (check_params, dynamic_values, job_notebooks, job_params, local_spark, new_run_dir,
+    from .local.runner import (check_params, dynamic_values, job_notebooks, job_params, local_spark, new_run_dir,
                          output_lock, run_job, session_kind)
     bundle = B.load(args.bundle, args.target)
     out = args.output or new_run_dir()
@@ -88,7 +88,7 @@ def _run_jobs(args, jobs: list[tuple[str, dict]], start_at: str | None = None) -
 
 
 def cmd_run(args) -> int:
-    from .runner import SEGMENTATION_JOB, parse_params, print_summary
+    from .local.runner import SEGMENTATION_JOB, parse_params, print_summary
     job, params = args.job or SEGMENTATION_JOB, parse_params(args.param)
     _run_jobs(args, [(job, params)], start_at=args.start_at)
     if job == SEGMENTATION_JOB:
@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .runner import DEMO_DATA_JOB, SEGMENTATION_JOB, demo_tables_exist, parse_params, print_summary
+    from .local.runner import DEMO_DATA_JOB, SEGMENTATION_JOB, demo_tables_exist, parse_params, print_summary
     from .generate import DEMO_CUSTOMERS
     params = {"recipe": args.recipe, **parse_params(args.param)}
     jobs = [(SEGMENTATION_JOB, params)]
@@ -130,7 +130,7 @@ def cmd_validate(args) -> int:
 def cmd_remote_run(args) -> int:
     from . import bundle as B
     from .remote import remote_run  # imports databricks-sdk (slow); only this command needs it
-    from .runner import SEGMENTATION_JOB, parse_params
+    from .local.runner import SEGMENTATION_JOB, parse_params
     bundle = B.load(args.bundle, args.target)
     job = args.job or SEGMENTATION_JOB
     development = bundle.target_config().get("mode") == "development"
@@ -142,29 +142,29 @@ def cmd_remote_run(args) -> int:
 def cmd_import_airline(args) -> int:
     from .importers import AIRLINE_WHAT, TRANSACTIONS_WHAT, check_local_input, import_airline
     from .session import get_spark
-    from .tables import check_identifier
-    check_identifier(args.schema, "schema")  # before starting Spark: a typo fails in a second
+    from .tables import Location
+    where = Location(args.schema)  # checks the name before starting Spark: a typo fails in a second
     check_local_input(args.flight_csv, AIRLINE_WHAT)
     if args.transactions:
         check_local_input(args.transactions, TRANSACTIONS_WHAT)
     _log(f"Importing {args.flight_csv} into {args.lakehouse}, schema {args.schema}")
-    import_airline(get_spark(args.lakehouse), args.flight_csv, args.schema, transactions=args.transactions, log=_log)
+    import_airline(get_spark(args.lakehouse), args.flight_csv, where, transactions=args.transactions, log=_log)
     return 0
 
 
 def cmd_import_retail(args) -> int:
     from .importers import RETAIL_WHAT, check_local_input, import_retail
     from .session import get_spark
-    from .tables import check_identifier
-    check_identifier(args.schema, "schema")  # before starting Spark: a typo fails in a second
+    from .tables import Location
+    where = Location(args.schema)  # checks the name before starting Spark: a typo fails in a second
     check_local_input(args.csv, RETAIL_WHAT)
     _log(f"Importing {args.csv} into {args.lakehouse}, schema {args.schema}")
-    import_retail(get_spark(args.lakehouse), args.csv, args.schema, log=_log)
+    import_retail(get_spark(args.lakehouse), args.csv, where, log=_log)
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import DEFAULT_SIZES, LARGE_SIZE, run_bench
+    from .local.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")] if args.sizes else list(DEFAULT_SIZES)
     if args.large:
         sizes.append(LARGE_SIZE)
@@ -174,7 +174,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_server(args) -> int:
-    from .session import SERVER_IDLE_ENV, running_server, stop_server
+    from .local.server import SERVER_IDLE_ENV, running_server, stop_server
     lakehouse = str(Path(args.lakehouse).resolve())
     if args.action == "stop":
         info = stop_server(lakehouse)

@@ -28,9 +28,11 @@ wins (a single k-means++ start sometimes lands in a poorer local optimum).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from pyspark.ml import PipelineModel
@@ -44,8 +46,9 @@ from . import tables as TB
 from .errors import InputContractError, ParameterError
 from .naming import assign_names, sample_zscores
 from .recipes import AIRLINE, Recipe, get
+from .session import is_managed_runtime
 
-# Imported ahead by the local runner while the notebook before runs (seglib.runner): 0.7 s otherwise,
+# Imported ahead by the local runner while the notebook before runs (seglib.local.runner): 0.7 s otherwise,
 # in the cluster stage's first fit.
 __preload__ = ("sklearn.cluster", "sklearn.metrics")
 
@@ -512,7 +515,20 @@ METRICS_SCHEMA = ("parameters map<string,string>, mode string, k_param string, k
                   "customers long, model_path string, k_sweep string")
 
 
-def save_cluster_outputs(result: ClusterResult, model_path: str, schema: str, catalog: str | None = None) -> DataFrame:
+def default_model_path(lakehouse: str, where: TB.Location) -> str:
+    """Where the fitted pipeline model goes when model_path is empty.
+
+    Databricks with Unity Catalog: a volume in the output schema (seglib creates it when saving).
+    Fabric: the attached lakehouse's Files area. Locally: under the lakehouse folder.
+    """
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION") and where.catalog:
+        return f"/Volumes/{where.catalog}/{where.schema}/seglib_models/segmentation"
+    if is_managed_runtime():
+        return f"Files/seglib_models/{where.schema}/segmentation"
+    return str(Path(lakehouse).resolve() / "models" / where.schema / "segmentation")
+
+
+def save_cluster_outputs(result: ClusterResult, model_path: str, where: TB.Location) -> DataFrame:
     """What the stage keeps, side by side: a fit's model (at *model_path*, when given) and, for the
     profile and write steps, the assignments and the run's metrics. The model's three small writes
     (0.5-0.6 s one after another at 1M members) overlap the two tables' writes."""
@@ -522,7 +538,7 @@ def save_cluster_outputs(result: ClusterResult, model_path: str, schema: str, ca
           model_path, json.dumps(result.sweep))], METRICS_SCHEMA)
     # Spark ML's writer stays on this thread: over Spark Connect it needs the thread's active session.
     model = (lambda: save_model(result, model_path)) if result.mode == "fit" and model_path else None
-    parallel.each(lambda item: TB.save_table(item[0], item[1], schema, catalog),
+    parallel.each(lambda item: TB.save_table(item[0], item[1], where),
                   [(result.assignments, TB.SEG_ASSIGNMENTS), (metrics, TB.SEG_CLUSTER_METRICS)], meanwhile=model)
     return metrics
 

@@ -55,11 +55,11 @@ class FeatureReport:
     def dropped(self) -> int:
         return self.rows_in - self.rows_out
 
-    def save(self, spark, schema: str, catalog: str | None = None) -> None:
+    def save(self, spark, where: TB.Location) -> None:
         """Handed over to the write step's run log."""
         df = spark.createDataFrame([(self.policy, self.rows_in, self.rows_out, self.null_counts)],
                                    "null_policy string, rows_in long, rows_out long, null_counts map<string,long>")
-        TB.save_table(df, TB.SEG_FEATURE_REPORT, schema, catalog)
+        TB.save_table(df, TB.SEG_FEATURE_REPORT, where)
 
     def lines(self) -> list[str]:
         out = [f"{self.rows_in:,} customers in, {self.rows_out:,} with features (null policy: {self.policy})",
@@ -133,11 +133,11 @@ def build_features(kpi: DataFrame, null_policy: str = "impute") -> tuple[DataFra
 # ---------------------------------------------------------------------------------------------
 # Per recipe: what the features step reads, and how it builds seg_features
 # ---------------------------------------------------------------------------------------------
-def feature_inputs(spark, schema: str, catalog: str | None = None, recipe: str = "airline") -> dict[str, DataFrame]:
+def feature_inputs(spark, where: TB.Location, recipe: str = "airline") -> dict[str, DataFrame]:
     """The input tables the recipe's features come from (an optional one only when it exists)."""
     from .load import read_input
     rec = R.get(recipe)
-    tables = {t: read_input(spark, t, schema, catalog, missing_ok=t in rec.optional_inputs)
+    tables = {t: read_input(spark, t, where, missing_ok=t in rec.optional_inputs)
               for t in rec.feature_inputs}
     return {t: df for t, df in tables.items() if df is not None}
 

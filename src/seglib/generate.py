@@ -271,24 +271,23 @@ def gold_tables(spark: SparkSession, customers: int, seed: int, mixture: str | M
     }
 
 
-def generate_demo_data(spark: SparkSession, schema: str = "contoso", customers: int = 62_988, seed: int = 42,
-                       catalog: str | None = None, log=print, mixture: str | Mixture = "default") -> dict[str, int]:
-    """Write the demo Gold layer (and fixture_truth) into *schema*; returns row counts per table."""
-    return TB.write_tables(spark, gold_tables(spark, customers, seed, mixture), schema, catalog, log=log)
+def generate_demo_data(spark: SparkSession, where: TB.Location, customers: int = 62_988, seed: int = 42,
+                       log=print, mixture: str | Mixture = "default") -> dict[str, int]:
+    """Write the demo Gold layer (and fixture_truth) to *where*; returns row counts per table."""
+    return TB.write_tables(spark, gold_tables(spark, customers, seed, mixture), where, log=log)
 
 
 # The demo size of each recipe: the real airline data's members; the retail accelerator's customers.
 DEMO_CUSTOMERS = {"airline": 62_988, "retail": 1_000}
 
 
-def generate_recipe_data(spark: SparkSession, schema: str = "contoso", recipe: str = "airline",
-                         customers: int | None = None, seed: int = 42, catalog: str | None = None,
-                         log=print) -> dict[str, int]:
+def generate_recipe_data(spark: SparkSession, where: TB.Location, recipe: str = "airline",
+                         customers: int | None = None, seed: int = 42, log=print) -> dict[str, int]:
     """The demo input of *recipe* (airline: this module; retail: seglib.retail_generate)."""
     from . import recipes as R
     name = R.get(recipe).name
     customers = customers or DEMO_CUSTOMERS[name]
     if name == "retail":
         from .retail_generate import generate_retail_data
-        return generate_retail_data(spark, schema, customers, seed, catalog, log=log)
-    return generate_demo_data(spark, schema, customers, seed, catalog, log=log)
+        return generate_retail_data(spark, where, customers, seed, log=log)
+    return generate_demo_data(spark, where, customers, seed, log=log)

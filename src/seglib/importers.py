@@ -248,11 +248,11 @@ def _counts(df: DataFrame, exprs: dict[str, Column]) -> dict[str, int]:
     return {name: int(row[f"c{i}"]) for i, name in enumerate(exprs)}
 
 
-def write_gold(spark: SparkSession, tables: dict[str, DataFrame], schema: str, catalog: str | None = None,
+def write_gold(spark: SparkSession, tables: dict[str, DataFrame], where: TB.Location,
                log=print) -> dict[str, int]:
     """Write the four Gold tables (Delta, overwrite, schema replaced); rows per table, read back."""
     frames = {name: conform(tables[name], TB.INPUT_SCHEMAS[name]) for name in TB.GOLD_INPUTS}
-    return TB.write_tables(spark, frames, schema, catalog, log=log)
+    return TB.write_tables(spark, frames, where, log=log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,12 +442,11 @@ def lab_transactions_report(tx_raw: DataFrame, members: DataFrame, path: str = "
     )
 
 
-def import_airline(spark: SparkSession, csv_path: str, schema: str, transactions: str | None = None,
-                   catalog: str | None = None, log=print) -> ImportReport:
-    """Read the lab's member file (and transactions JSON), build the four Gold tables, write them into
-    *schema*, print progress and the report. Bad input raises InputContractError before any write."""
+def import_airline(spark: SparkSession, csv_path: str, where: TB.Location, transactions: str | None = None,
+                   log=print) -> ImportReport:
+    """Read the lab's member file (and transactions JSON), build the four Gold tables, write them to
+    *where*, print progress and the report. Bad input raises InputContractError before any write."""
     start = time.perf_counter()
-    TB.check_identifier(schema, "schema")
     check_local_input(csv_path, AIRLINE_WHAT)
     if transactions:
         check_local_input(transactions, TRANSACTIONS_WHAT)
@@ -466,8 +465,8 @@ def import_airline(spark: SparkSession, csv_path: str, schema: str, transactions
         report.sources.append(lab_transactions_report(tx_raw, tables[TB.DIM_CUSTOMERS], transactions))
     else:
         report.notes.append("transactions: none given (fact_transactions is empty; total_spent 0 for everyone)")
-    log(f"Writing the Gold tables into {TB.schema_name(schema, catalog)}")
-    report.written = write_gold(spark, tables, schema, catalog, log=log)
+    log(f"Writing the Gold tables into {where.schema_name}")
+    report.written = write_gold(spark, tables, where, log=log)
     report.seconds = time.perf_counter() - start
     for line in report.lines():
         log(line)
@@ -684,12 +683,11 @@ def check_retail_dates(report: RetailImportReport, raw_df: DataFrame) -> None:
             f"nothing was written")
 
 
-def import_retail(spark: SparkSession, csv_path: str, schema: str, catalog: str | None = None,
+def import_retail(spark: SparkSession, csv_path: str, where: TB.Location,
                   log=print) -> RetailImportReport:
-    """Read the UCI Online Retail file (CSV or CSV.gz), write retail_transactions into *schema*, print
+    """Read the UCI Online Retail file (CSV or CSV.gz), write retail_transactions to *where*, print
     progress and the report. Bad input raises InputContractError before any write."""
     start = time.perf_counter()
-    TB.check_identifier(schema, "schema")
     check_local_input(csv_path, RETAIL_WHAT)
     log(f"Reading {csv_path}")
     raw = read_retail_csv(spark, csv_path)
@@ -702,14 +700,13 @@ def import_retail(spark: SparkSession, csv_path: str, schema: str, catalog: str 
             f"{csv_path}: no row can be imported into {TB.RETAIL_TRANSACTIONS} ({report.rows_read:,} rows read; "
             f"{reasons}); expected lines with a CustomerID, a date, a quantity and a positive UnitPrice; "
             f"nothing was written")
-    if TB.table_version(spark, TB.RETAIL_CUSTOMERS, schema, catalog) is not None:
+    if TB.table_version(spark, TB.RETAIL_CUSTOMERS, where) is not None:
         report.notes.append(
-            f"note: {TB.table_name(TB.RETAIL_CUSTOMERS, schema, catalog)} exists and was left as it is; it "
+            f"note: {where.name(TB.RETAIL_CUSTOMERS)} exists and was left as it is; it "
             f"describes other customers than this file (which has no customer attributes): drop it, or "
             f"import into another schema")
-    log(f"Writing {TB.RETAIL_TRANSACTIONS} into {TB.schema_name(schema, catalog)}")
-    report.written = TB.write_tables(spark, {TB.RETAIL_TRANSACTIONS: retail_transactions_table(raw)}, schema,
-                                     catalog, log=log)
+    log(f"Writing {TB.RETAIL_TRANSACTIONS} into {where.schema_name}")
+    report.written = TB.write_tables(spark, {TB.RETAIL_TRANSACTIONS: retail_transactions_table(raw)}, where, log=log)
     report.seconds = time.perf_counter() - start
     for line in report.lines():
         log(line)

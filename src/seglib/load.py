@@ -19,24 +19,24 @@ def _expected(table: str) -> str:
     return ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in TB.INPUT_SCHEMAS[table].fields)
 
 
-def _read_raw(spark: SparkSession, table: str, schema: str, catalog: str | None = None,
+def _read_raw(spark: SparkSession, table: str, where: TB.Location,
               missing_ok: bool = False) -> DataFrame | None:
     """One Gold table as stored (a catalog table, or a Delta folder under source_path), with every
     contract column present (optional columns the table lacks are added as nulls). *missing_ok*: None
     when the table does not exist (an optional input)."""
-    name = TB.table_name(table, schema, catalog)
+    name = where.name(table)
     try:
-        df = TB.read_table(spark, table, schema, catalog)
+        df = TB.read_table(spark, table, where)
         columns = set(df.columns)  # resolves the table now, so a missing one fails here
     except Exception as e:  # noqa: BLE001 - whatever the storage says, the user gets the table's name
         if isinstance(e, AnalysisException) and TB.is_missing_table(e):
             if missing_ok:
                 return None
-            where = (f"as Delta folders under {name.rsplit('/', 1)[0]}" if TB.table_path(table)
-                     else f"in schema {TB.schema_name(schema, catalog)}")
+            place = (f"as Delta folders under {name.rsplit('/', 1)[0]}" if where.path(table)
+                     else f"in schema {where.schema_name}")
             raise InputContractError(
                 f"input table {name} does not exist. Expected the Gold tables "
-                f"{', '.join(_inputs_of(table))} {where}; "
+                f"{', '.join(_inputs_of(table))} {place}; "
                 f"{table} needs columns: {_expected(table)}") from None
         raise InputContractError(f"input table {name} cannot be read: {type(e).__name__}: "
                                  f"{str(e).splitlines()[0]}") from None
@@ -55,12 +55,12 @@ def _inputs_of(table: str) -> tuple[str, ...]:
     return TB.RETAIL_INPUTS if table in TB.RETAIL_INPUTS else TB.GOLD_INPUTS
 
 
-def read_input(spark: SparkSession, table: str, schema: str, catalog: str | None = None,
+def read_input(spark: SparkSession, table: str, where: TB.Location,
                missing_ok: bool = False) -> DataFrame | None:
     """One Gold table, present with its columns, typed as the contract says. The load step has checked
     every value casts; later steps read through here without repeating that pass. *missing_ok*: None
     for an optional input that does not exist."""
-    df = _read_raw(spark, table, schema, catalog, missing_ok)
+    df = _read_raw(spark, table, where, missing_ok)
     if df is None:
         return None
     return df.select([TB.try_cast(f.name, f.dataType).alias(f.name) for f in TB.INPUT_SCHEMAS[table].fields])
@@ -87,17 +87,17 @@ class LoadReport:
         return "\n".join(self.lines())
 
 
-def load_gold(spark: SparkSession, schema: str, catalog: str | None = None,
+def load_gold(spark: SparkSession, where: TB.Location,
               recipe: str = "airline") -> tuple[dict[str, DataFrame], LoadReport]:
     """The Gold tables, each checked against the contract; every violation found is reported in one
     InputContractError (a missing table or column first, then values)."""
     rec = R.get(recipe)
-    raw = {t: _read_raw(spark, t, schema, catalog, missing_ok=t in rec.optional_inputs) for t in rec.inputs}
+    raw = {t: _read_raw(spark, t, where, missing_ok=t in rec.optional_inputs) for t in rec.inputs}
     absent = [t for t, df in raw.items() if df is None]
     raw = {t: df for t, df in raw.items() if df is not None}
 
     def check(table: str) -> tuple[DataFrame, C.TableCheck]:
-        name = TB.table_name(table, schema, catalog)
+        name = where.name(table)
         try:
             return C.check_table(raw[table], C.contract(table, rec.name), name)
         except InputContractError:
@@ -113,14 +113,14 @@ def load_gold(spark: SparkSession, schema: str, catalog: str | None = None,
     return tables, LoadReport(checks, absent)
 
 
-def record_inputs(spark: SparkSession, counts: dict[str, int], schema: str, catalog: str | None = None) -> DataFrame:
+def record_inputs(spark: SparkSession, counts: dict[str, int], where: TB.Location) -> DataFrame:
     """The Gold tables' Delta versions and row counts as this run read them (for the run log). The run's
     first write: it creates the output schema when outputs are catalog tables and inputs come from a path."""
-    TB.ensure_schema(spark, [TB.SEG_INPUTS], schema, catalog)
-    found = versions(spark, list(counts), schema, catalog)
+    TB.ensure_schema(spark, [TB.SEG_INPUTS], where)
+    found = versions(spark, list(counts), where)
     rows = [(t, found[t], n) for t, n in counts.items()]
     df = spark.createDataFrame(rows, "table string, version long, rows long")
-    TB.save_table(df, TB.SEG_INPUTS, schema, catalog)
+    TB.save_table(df, TB.SEG_INPUTS, where)
     return df
 
 

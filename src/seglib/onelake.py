@@ -101,16 +101,15 @@ def abfss_hosts(*paths: str) -> list[str]:
     return list(dict.fromkeys(hosts))
 
 
-def setup_storage(spark, params: dict[str, Any], namespace: dict | None = None) -> str:
-    """Where this notebook's tables live, from its parameters (``globals()`` in a notebook).
-
-    Points seglib.tables at ``source_path`` / ``target_path`` (empty = catalog tables) and, for
-    abfss:// paths with ``secret_scope`` and all three ``*_key`` parameters set, configures OAuth for
-    their storage hosts with secrets from the store. Returns a one-line description (no secrets).
+def setup_storage(spark, params: dict[str, Any], namespace: dict | None = None) -> tuple[TB.Location, str]:
+    """Where this notebook's tables live, from its parameters (``globals()`` in a notebook): the run's
+    Location (``schema``, ``catalog``, ``source_path``, ``target_path``; empty paths = catalog tables)
+    and a one-line description (no secrets). For abfss:// paths with ``secret_scope`` and all three
+    ``*_key`` parameters set, configures OAuth for their storage hosts with secrets from the store.
     """
     namespace = params if namespace is None else namespace
-    source, target = ((params.get(p) or "").rstrip("/") for p in ("source_path", "target_path"))
-    TB.use_paths(source, target)
+    where = TB.Location(params["schema"], params.get("catalog") or None, params.get("source_path") or "",
+                        params.get("target_path") or "")
     scope = params.get("secret_scope") or ""
     keys = {k: params.get(k) or "" for k in SECRET_KEYS}
     given = [k for k, v in keys.items() if v]
@@ -119,11 +118,9 @@ def setup_storage(spark, params: dict[str, Any], namespace: dict | None = None) 
                              f"{', '.join(k for k in SECRET_KEYS if not keys[k])}")
     if given and not scope:
         raise ParameterError("secret_scope is required when the *_key parameters name secrets")
-    hosts = abfss_hosts(source, target)
+    hosts = abfss_hosts(where.source_path, where.target_path)
     if given and hosts:
         tenant_id, client_id, client_secret = (get_secret(scope, keys[k], namespace) for k in SECRET_KEYS)
         for host in hosts:
             configure_oauth(spark, tenant_id, client_id, client_secret, host)
-    where = "; ".join([f"inputs: {source}" if source else "inputs: catalog tables",
-                       f"outputs: {target}" if target else "outputs: catalog tables"])
-    return where + (f"; OAuth service principal for {', '.join(hosts)}" if given and hosts else "")
+    return where, where.describe() + (f"; OAuth service principal for {', '.join(hosts)}" if given and hosts else "")

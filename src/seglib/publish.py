@@ -46,20 +46,20 @@ def run_ids(df: DataFrame) -> list[str]:
     return sorted(r[0] for r in df.select("run_id").distinct().limit(3).collect())
 
 
-def versions(spark: SparkSession, tables: list[str], schema: str, catalog: str | None = None) -> dict[str, int | None]:
-    return dict(zip(tables, parallel.each(lambda t: TB.table_version(spark, t, schema, catalog), tables)))
+def versions(spark: SparkSession, tables: list[str], where: TB.Location) -> dict[str, int | None]:
+    return dict(zip(tables, parallel.each(lambda t: TB.table_version(spark, t, where), tables)))
 
 
-def _restore(spark: SparkSession, table: str, version: int | None, schema: str, catalog: str | None) -> None:
+def _restore(spark: SparkSession, table: str, version: int | None, where: TB.Location) -> None:
     if version is not None:
-        spark.sql(f"RESTORE TABLE {TB.sql_name(table, schema, catalog)} TO VERSION AS OF {int(version)}")
-    elif not TB.table_path(table):  # it did not exist before this run: remove it again
-        spark.sql(f"DROP TABLE IF EXISTS {TB.qualified(table, schema, catalog)}")
+        spark.sql(f"RESTORE TABLE {where.sql(table)} TO VERSION AS OF {int(version)}")
+    elif not where.path(table):  # it did not exist before this run: remove it again
+        spark.sql(f"DROP TABLE IF EXISTS {where.qualified(table)}")
     else:  # a folder cannot be removed through Spark; leave it empty rather than half-published
-        spark.sql(f"DELETE FROM {TB.sql_name(table, schema, catalog)}")
+        spark.sql(f"DELETE FROM {where.sql(table)}")
 
 
-def publish(spark: SparkSession, frames: dict[str, DataFrame], schema: str, catalog: str | None = None,
+def publish(spark: SparkSession, frames: dict[str, DataFrame], where: TB.Location,
             guard: tuple[str, int | None] | None = None, then=None, log=print) -> dict[str, int]:
     """Overwrite each table with its validated DataFrame, in order, then call *then* with the new
     versions (the run log append); all or nothing.
@@ -68,7 +68,7 @@ def publish(spark: SparkSession, frames: dict[str, DataFrame], schema: str, cata
     which the migration compares with). If the table moved since, another run published meanwhile
     and nothing is written. Returns the new versions."""
     tables = list(frames)
-    before = versions(spark, tables, schema, catalog)
+    before = versions(spark, tables, where)
     if guard is not None and before[guard[0]] != guard[1]:
         raise ConcurrentRunError(f"another run published while this one ran ({guard[0]} version {guard[1]} -> "
                                  f"{before[guard[0]]}); this run's outputs were not published")
@@ -78,10 +78,10 @@ def publish(spark: SparkSession, frames: dict[str, DataFrame], schema: str, cata
     done: list[str] = []
     try:
         for table, df in frames.items():
-            TB.save_table(df, table, schema, catalog)
+            TB.save_table(df, table, where)
             done.append(table)
             checkpoint(f"publish:{table}")
-        first = TB.table_version(spark, tables[0], schema, catalog)
+        first = TB.table_version(spark, tables[0], where)
         if first != after[tables[0]]:
             raise ConcurrentRunError(f"{tables[0]} is at version {first}, expected {after[tables[0]]}: another run "
                                      f"wrote it during this run's publish")
@@ -91,16 +91,16 @@ def publish(spark: SparkSession, frames: dict[str, DataFrame], schema: str, cata
     except BaseException as e:
         log(f"  publishing failed ({type(e).__name__}); restoring {', '.join(done) or 'nothing'}")
         for table in reversed(done):
-            _restore(spark, table, before[table], schema, catalog)
+            _restore(spark, table, before[table], where)
         raise
     for table in tables:
-        log(f"  published {TB.table_name(table, schema, catalog)} (version {after[table]})")
+        log(f"  published {where.name(table)} (version {after[table]})")
     return after
 
 
-def published_run_id(spark: SparkSession, tables: list[str], schema: str, catalog: str | None = None) -> str:
+def published_run_id(spark: SparkSession, tables: list[str], where: TB.Location) -> str:
     """The run id all *tables* carry; ValidationError when they disagree (an interrupted publish)."""
-    found = {t: run_ids(TB.read_table(spark, t, schema, catalog)) for t in tables}
+    found = {t: run_ids(TB.read_table(spark, t, where)) for t in tables}
     ids = {i for v in found.values() for i in v}
     if len(ids) != 1 or any(len(v) != 1 for v in found.values()):
         raise ValidationError("the gold tables do not come from one run: "

@@ -297,13 +297,10 @@ def retail_behaviour(spark: SparkSession, customers: int = 1000, seed: int = 42,
     return customers_frame(spark, customers, seed, transactions_per_customer).select("customer_id", "behaviour")
 
 
-def generate_retail_data(spark: SparkSession, schema: str = "contoso", customers: int = 1000, seed: int = 42,
-                         catalog: str | None = None, log=print,
+def generate_retail_data(spark: SparkSession, where: TB.Location, customers: int = 1000, seed: int = 42, log=print,
                          transactions_per_customer: float = DEFAULT_TRANSACTIONS_PER_CUSTOMER) -> dict[str, int]:
-    """Write retail_transactions and retail_customers into *schema*; returns row counts per table.
+    """Write retail_transactions and retail_customers to *where*; returns row counts per table.
 
     *transactions_per_customer* is the mean number of invoices (shopping trips) per customer over the
     two-year window, approximately; each invoice has several lines, so the table has about 4x as many rows."""
-    TB.check_identifier(schema, "schema")
-    return TB.write_tables(spark, retail_tables(spark, customers, seed, transactions_per_customer), schema,
-                           catalog, log=log)
+    return TB.write_tables(spark, retail_tables(spark, customers, seed, transactions_per_customer), where, log=log)

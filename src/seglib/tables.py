@@ -3,14 +3,13 @@
 Input: the Contoso airline Gold layer (DESIGN.md). Handover tables between notebooks live in the
 same schema, prefixed ``seg_``; outputs are the two gold tables dashboards read.
 
-Where they live: catalog tables (``catalog.schema.table``) by default, or Delta folders when
-``use_paths`` set a source path (the four Gold inputs) or a target path (everything seglib writes),
-e.g. OneLake ``abfss://<workspace>@onelake.dfs.fabric.microsoft.com/<lakehouse>.Lakehouse/Tables``.
-``read_table`` and ``save_table`` are the one place that decides.
+Where they live is a Location (catalog tables, or Delta folders for the inputs and the outputs);
+``read_table`` and ``save_table`` are the one place that reads and writes them.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -188,41 +187,68 @@ def quote(column: str) -> str:
     return "`" + column.replace("`", "``") + "`"
 
 
-# Folders of path-based Delta tables for this process; empty = catalog tables. Set by use_paths
-# (onelake.setup_storage in the notebooks), once per notebook process.
-_paths = {"source": "", "target": ""}
+@dataclass(frozen=True)
+class Location:
+    """Where a run's tables live: made once per notebook (seglib.setup) and passed to every stage.
+
+    Catalog tables ``catalog.schema.table`` (no catalog: the session's, as in Fabric or locally), or
+    Delta folders: the inputs (INPUT_TABLES) under *source_path* and everything seglib writes under
+    *target_path*, one sub-folder per table, e.g. OneLake
+    ``abfss://<workspace>@onelake.dfs.fabric.microsoft.com/<lakehouse>.Lakehouse/Tables``. An empty path
+    means catalog tables for that side."""
+    schema: str
+    catalog: str | None = None
+    source_path: str = ""
+    target_path: str = ""
+
+    def __post_init__(self):
+        check_identifier(self.schema, "schema")
+        if self.catalog:
+            check_identifier(self.catalog, "catalog")
+        object.__setattr__(self, "catalog", self.catalog or None)
+        for side in ("source_path", "target_path"):
+            object.__setattr__(self, side, (getattr(self, side) or "").rstrip("/"))
+
+    def path(self, table: str) -> str | None:
+        """The Delta folder of *table* when it lives at a path, None when it is a catalog table."""
+        base = self.source_path if table in INPUT_TABLES else self.target_path
+        return f"{base}/{check_identifier(table, 'table')}" if base else None
+
+    def qualified(self, table: str) -> str:
+        """*table*'s catalog name, back-quoted (also for a table at a path: the lab's SQL names it so)."""
+        return qualified(table, self.schema, self.catalog)
+
+    def name(self, table: str) -> str:
+        """How messages name *table*: its path, or its qualified catalog name."""
+        return self.path(table) or self.qualified(table)
+
+    def sql(self, table: str) -> str:
+        """*table* in a SQL statement: ``delta.`<path>``` or its qualified name."""
+        path = self.path(table)
+        return f"delta.`{path}`" if path else self.qualified(table)
+
+    @property
+    def schema_name(self) -> str:
+        return schema_name(self.schema, self.catalog)
+
+    def describe(self) -> str:
+        return "; ".join([f"inputs: {self.source_path}" if self.source_path else "inputs: catalog tables",
+                          f"outputs: {self.target_path}" if self.target_path else "outputs: catalog tables"])
 
 
-def use_paths(source_path: str = "", target_path: str = "") -> None:
-    """Read the Gold inputs from *source_path* and read/write everything else under *target_path*
-    (one sub-folder per table); an empty path means catalog tables for that side."""
-    _paths["source"], _paths["target"] = (source_path or "").rstrip("/"), (target_path or "").rstrip("/")
-
-
-def table_path(table: str) -> str | None:
-    """The Delta folder of *table* when it lives at a path, None when it is a catalog table."""
-    base = _paths["source"] if table in INPUT_TABLES else _paths["target"]
-    return f"{base}/{check_identifier(table, 'table')}" if base else None
-
-
-def table_name(table: str, schema: str, catalog: str | None = None) -> str:
-    """How messages name *table*: its path, or its qualified catalog name."""
-    return table_path(table) or qualified(table, schema, catalog)
-
-
-def read_table(spark: SparkSession, table: str, schema: str, catalog: str | None = None) -> DataFrame:
+def read_table(spark: SparkSession, table: str, where: Location) -> DataFrame:
     """Every table seglib reads, from its path or from the catalog."""
-    path = table_path(table)
+    path = where.path(table)
     if path:
         return spark.read.format("delta").load(path)
-    return spark.read.table(qualified(table, schema, catalog))
+    return spark.read.table(where.qualified(table))
 
 
 def _same_columns(df: DataFrame, existing: DataFrame) -> bool:
     return [(f.name, f.dataType) for f in df.schema.fields] == [(f.name, f.dataType) for f in existing.schema.fields]
 
 
-def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = None, mode: str = "overwrite") -> str:
+def save_table(df: DataFrame, table: str, where: Location, mode: str = "overwrite") -> str:
     """Every table seglib writes: Delta, overwrite with the schema replaced (the lab's mode) or append,
     at its path or as a catalog table. Returns the path or the qualified name.
 
@@ -232,8 +258,8 @@ def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = Non
     table's properties. saveAsTable would run CREATE OR REPLACE TABLE AS SELECT and update the
     metastore: 2.3-2.9 s for 10 rows over local Spark Connect against 1.5 s."""
     spark = df.sparkSession
-    path = table_path(table)
-    name = qualified(table, schema, catalog)
+    path = where.path(table)
+    name = where.qualified(table)
     writer = df.write.format("delta").mode(mode)
     if mode == "overwrite" and table in HANDOVER_TABLES and not path and not is_managed_runtime():
         # A handover table is the next task's scratch: no reader needs its old version, so locally it is
@@ -261,28 +287,22 @@ def save_table(df: DataFrame, table: str, schema: str, catalog: str | None = Non
     return name
 
 
-def ensure_schema(spark: SparkSession, tables: list[str], schema: str, catalog: str | None = None) -> None:
+def ensure_schema(spark: SparkSession, tables: list[str], where: Location) -> None:
     """Create the schema when any of *tables* is a catalog table (inputs may come from elsewhere)."""
-    if not all(table_path(name) for name in tables):
-        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema_name(schema, catalog)}")
+    if not all(where.path(name) for name in tables):
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {where.schema_name}")
 
 
-def write_tables(spark: SparkSession, frames: dict[str, DataFrame], schema: str, catalog: str | None = None,
-                 log=print) -> dict[str, int]:
+def write_tables(spark: SparkSession, frames: dict[str, DataFrame], where: Location, log=print) -> dict[str, int]:
     """Save each DataFrame as its table (creating the schema when any is a catalog table); returns the
     rows of each table as read back."""
-    ensure_schema(spark, list(frames), schema, catalog)
+    ensure_schema(spark, list(frames), where)
     counts = {}
     for name, df in frames.items():
-        target = save_table(df, name, schema, catalog)
-        counts[name] = read_table(spark, name, schema, catalog).count()
+        target = save_table(df, name, where)
+        counts[name] = read_table(spark, name, where).count()
         log(f"  wrote {target}: {counts[name]:,} rows")
     return counts
-
-
-def sql_name(table: str, schema: str, catalog: str | None = None) -> str:
-    path = table_path(table)
-    return f"delta.`{path}`" if path else qualified(table, schema, catalog)
 
 
 # What Spark, Delta and the catalogs say when a table (or its schema or folder) does not exist.
@@ -294,16 +314,16 @@ def is_missing_table(error: Exception) -> bool:
     return any(m.lower() in str(error).lower() for m in _MISSING)
 
 
-def table_version(spark: SparkSession, table: str, schema: str, catalog: str | None = None) -> int | None:
+def table_version(spark: SparkSession, table: str, where: Location) -> int | None:
     """The Delta version of *table* now, or None when it does not exist yet."""
     try:
-        return int(spark.sql(f"DESCRIBE HISTORY {sql_name(table, schema, catalog)} LIMIT 1").first()["version"])
+        return int(spark.sql(f"DESCRIBE HISTORY {where.sql(table)} LIMIT 1").first()["version"])
     except Exception as e:  # noqa: BLE001 - only "does not exist" means None
         if is_missing_table(e):
             return None
         raise
 
 
-def read_version(spark: SparkSession, table: str, version: int, schema: str, catalog: str | None = None) -> DataFrame:
+def read_version(spark: SparkSession, table: str, version: int, where: Location) -> DataFrame:
     """*table* as it was at Delta *version* (time travel)."""
-    return spark.sql(f"SELECT * FROM {sql_name(table, schema, catalog)} VERSION AS OF {int(version)}")
+    return spark.sql(f"SELECT * FROM {where.sql(table)} VERSION AS OF {int(version)}")

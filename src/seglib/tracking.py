@@ -44,7 +44,7 @@ from .session import DEFAULT_LAKEHOUSE, is_managed_runtime
 if TYPE_CHECKING:
     from .cluster import ClusterResult
 
-# Imported ahead by the local runner while the notebook before runs (seglib.runner); here it is imported
+# Imported ahead by the local runner while the notebook before runs (seglib.local.runner); here it is imported
 # only when a run is logged, as the import takes about 3 s. The SQLite store's module is another 0.7 s,
 # paid by the first run a process logs locally.
 __preload__ = ("mlflow", "mlflow.store.tracking.sqlalchemy_store")

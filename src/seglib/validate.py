@@ -252,7 +252,7 @@ def check_wheel(root: Path | None = None, log=print, runtime: Path | None = None
             if pip.returncode:
                 return problems + [f"could not install {WHEEL_CHECK_PYSPARK}: {pip.stderr.strip()[-500:]}"]
         problems += W.install(runtime, built, W.notebook_modules(root / "notebooks"), log=log)
-        probe = "import importlib.resources as r, seglib; assert (r.files('seglib') / 'log4j2.properties').is_file()"
+        probe = "import importlib.resources as r, seglib; assert (r.files('seglib.local') / 'log4j2.properties').is_file()"
         run = subprocess.run([str(runtime / "bin" / "python"), "-c", probe], capture_output=True, text=True,
                              cwd=tmp)
         if run.returncode:

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-# What only a local run needs (the `local` and `runner` extras): a notebook-facing module importing one
-# of them would fail on a platform whose Environment holds just the wheel.
-LOCAL_ONLY_PACKAGES = ("delta", "papermill", "nbformat", "nbconvert", "nbclient", "ipykernel", "jupyter_client",
+# What only a local run needs (the `local` and `runner` extras, and seglib's own local machinery): a
+# notebook-facing module importing one of them would fail, or start laptop machinery, on a platform.
+LOCAL_ONLY_PACKAGES = ("seglib.local", "delta", "papermill", "nbformat", "nbconvert", "nbclient", "ipykernel", "jupyter_client",
                        "yaml", "deltalake", "databricks.sdk", "databricks.bundles")
 # Distributions the wheel must not pull in, directly or through a dependency: a platform brings its own
 # Spark and Delta, and the notebook machinery is a local run's.

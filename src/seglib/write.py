@@ -34,14 +34,14 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
-def customer_base(spark: SparkSession, schema: str, catalog: str | None = None, recipe: str = "airline") -> DataFrame:
+def customer_base(spark: SparkSession, where: TB.Location, recipe: str = "airline") -> DataFrame:
     """The rows gold_customer_segments_ml has one of per customer, before the segment columns: the
     airline's kpi_customer_value; retail's customers with their RFM values, scores and rule segment
     (seg_features, from the features step)."""
     rec = R.get(recipe)
     if rec.base_table in rec.inputs:
-        return read_input(spark, rec.base_table, schema, catalog)
-    return TB.read_table(spark, rec.base_table, schema, catalog)
+        return read_input(spark, rec.base_table, where)
+    return TB.read_table(spark, rec.base_table, where)
 
 
 def _labelled(base: DataFrame, assignments: DataFrame, run_id: str) -> DataFrame:
@@ -119,13 +119,13 @@ def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame, re
 PUBLISHED = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION]
 
 
-def _holds_run(spark: SparkSession, table: str, run_id: str, schema: str, catalog: str | None,
+def _holds_run(spark: SparkSession, table: str, run_id: str, where: TB.Location,
                version: int | None = None) -> bool:
     """Whether *table* (at Delta *version*; default: now) holds rows of run *run_id*; False when it does not
     exist. The rows of other runs skip every file on Delta's run_id statistics."""
     try:
-        rows = (TB.read_table(spark, table, schema, catalog) if version is None
-                else TB.read_version(spark, table, version, schema, catalog))
+        rows = (TB.read_table(spark, table, where) if version is None
+                else TB.read_version(spark, table, version, where))
         return "run_id" in rows.columns and bool(rows.where(F.col("run_id") == run_id).limit(1).collect())
     except Exception as e:  # noqa: BLE001 - only "does not exist" means no
         if version is None and TB.is_missing_table(e):
@@ -133,8 +133,7 @@ def _holds_run(spark: SparkSession, table: str, run_id: str, schema: str, catalo
         raise
 
 
-def compared_version(spark: SparkSession, run_id: str, current: int | None, schema: str,
-                     catalog: str | None = None, log=print) -> int | None:
+def compared_version(spark: SparkSession, run_id: str, current: int | None, where: TB.Location, log=print) -> int | None:
     """The version of gold_customer_segments_ml run *run_id*'s migration compares with: *current*, the
     table's version now (None: not there yet), unless an earlier attempt of the same run id already
     published there. The job retries the write task with the same run_id, and a first attempt can fail
@@ -142,18 +141,18 @@ def compared_version(spark: SparkSession, run_id: str, current: int | None, sche
     newest version before this run's first publish (Delta time travel, one version back at a time), so a
     retry compares with the run before it, as its first attempt did, not with its own rows. None when
     this run was the table's first."""
-    if current is None or not _holds_run(spark, TB.GOLD_SEGMENTS, run_id, schema, catalog):
+    if current is None or not _holds_run(spark, TB.GOLD_SEGMENTS, run_id, where):
         return current
     previous = current - 1 if current > 0 else None
-    while previous is not None and _holds_run(spark, TB.GOLD_SEGMENTS, run_id, schema, catalog, previous):
+    while previous is not None and _holds_run(spark, TB.GOLD_SEGMENTS, run_id, where, previous):
         previous = previous - 1 if previous > 0 else None
     log(f"run {run_id}: {TB.GOLD_SEGMENTS} version {current} already holds this run's rows (an earlier "
         f"attempt published them); the migration compares with version {previous}, the one before")
     return previous
 
 
-def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, schema: str,
-                  catalog: str | None = None, run_id: str = "", recipe: str = "airline", log=print) -> dict:
+def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, where: TB.Location,
+                  run_id: str = "", recipe: str = "airline", log=print) -> dict:
     """Compute and validate the gold tables and the migration since the previous run, then publish
     them together with the run log row (publish.py). Returns the checks, the run id, the output tables'
     Delta versions and the run log row. *kpi*: the customer base (customer_base).
@@ -164,7 +163,7 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, s
     given = bool(run_id)  # a generated id cannot have published before
     run_id = run_id or new_run_id()
     key = R.get(recipe).key
-    current = TB.table_version(spark, TB.GOLD_SEGMENTS, schema, catalog)
+    current = TB.table_version(spark, TB.GOLD_SEGMENTS, where)
     segments, summary = build_outputs(kpi, assignments, run_id, recipe)
     # Cached: validated, compared with the previous version and written from the same computed rows
     # (recomputed for each action where the compute has no cache: see session.cache).
@@ -175,14 +174,14 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, s
         validated = []
         # While the outputs validate: what an earlier attempt of this run id left (the job retries the write
         # task with the same id; a generated id is new): the version to compare with, and its run log row.
-        looks = [lambda: compared_version(spark, run_id, current, schema, catalog, log),
-                 lambda: _holds_run(spark, TB.GOLD_RUNS, run_id, schema, catalog)] if given else []
+        looks = [lambda: compared_version(spark, run_id, current, where, log),
+                 lambda: _holds_run(spark, TB.GOLD_RUNS, run_id, where)] if given else []
         found = parallel.each(lambda look: look(), looks, meanwhile=lambda: validated.append(
             validate_outputs(kpi, segments, summary, recipe)))
         previous, logged = found if given else (current, False)
         checks = validated[0]
         next_version = 0 if current is None else current + 1
-        old = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, schema, catalog) if previous is not None else None
+        old = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, where) if previous is not None else None
         migration = cache(segment_migration(old, segments, run_id, previous, next_version, key=key))
         migration.count()  # computed before publishing starts, so the publish itself only writes
         P.checkpoint("validated")
@@ -190,21 +189,21 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, s
 
         def log_this_run(after: dict[str, int]) -> None:
             written["output_versions"] = after
-            written["run_log"] = log_run(spark, written, schema, catalog, log)
+            written["run_log"] = log_run(spark, written, where, log)
 
         log(f"run {run_id}: publishing")
         P.publish(spark, {TB.GOLD_SEGMENTS: segments, TB.GOLD_SUMMARY: summary, TB.GOLD_MIGRATION: migration},
-                  schema, catalog, guard=(TB.GOLD_SEGMENTS, current), then=log_this_run, log=log)
+                  where, guard=(TB.GOLD_SEGMENTS, current), then=log_this_run, log=log)
     finally:
         for df in (segments, summary, migration):
             uncache(df)
     return written
 
 
-def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None = None, log=print) -> DataFrame:
+def log_run(spark: SparkSession, written: dict, where: TB.Location, log=print) -> DataFrame:
     """This run's row in gold_segmentation_runs, from the steps' handover tables: appended, or replacing
     the row an earlier attempt of the same run id left (*written*["logged_before"], see write_outputs)."""
-    m, inputs, report = parallel.each(lambda t: TB.read_table(spark, t, schema, catalog).collect(),
+    m, inputs, report = parallel.each(lambda t: TB.read_table(spark, t, where).collect(),
                                       [TB.SEG_CLUSTER_METRICS, TB.SEG_INPUTS, TB.SEG_FEATURE_REPORT])
     (m,), (report,) = m, report  # one row each; inputs: one row per Gold table
     parameters = {**(m["parameters"] or {}), "null_policy": report["null_policy"]}
@@ -214,14 +213,14 @@ def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None
            {r["table"]: r["version"] for r in inputs}, written["output_versions"], m["model_path"])
     record = spark.createDataFrame([row], RUNS_SCHEMA)
     if not written.get("logged_before"):
-        save_table(record, TB.GOLD_RUNS, schema, catalog, mode="append")
+        save_table(record, TB.GOLD_RUNS, where, mode="append")
         return record
     # A retry of this run (see write_outputs): its row replaces the earlier attempt's, in one commit (MERGE,
     # SQL as on every Spark and Delta version), so the log never holds two rows for the run nor none.
     view = f"seglib_run_log_{uuid.uuid4().hex}"
     record.createOrReplaceTempView(view)
     try:
-        spark.sql(f"MERGE INTO {TB.sql_name(TB.GOLD_RUNS, schema, catalog)} AS t USING {view} AS s "
+        spark.sql(f"MERGE INTO {where.sql(TB.GOLD_RUNS)} AS t USING {view} AS s "
                   f"ON t.run_id = s.run_id WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
     finally:
         spark.catalog.dropTempView(view)
@@ -229,9 +228,9 @@ def log_run(spark: SparkSession, written: dict, schema: str, catalog: str | None
     return record
 
 
-def lab_queries(schema: str, catalog: str | None = None, recipe: str = "airline") -> dict[str, str]:
+def lab_queries(where: TB.Location, recipe: str = "airline") -> dict[str, str]:
     """The lab's two validation queries over the written table (retail: segments x RFM rule segments)."""
-    t = TB.sql_name(TB.GOLD_SEGMENTS, schema, catalog)
+    t = where.sql(TB.GOLD_SEGMENTS)
     if R.get(recipe).name == "retail":
         return {
             "customers per segment": f"SELECT segment_name, COUNT(*) AS customers, ROUND(SUM(monetary), 2) AS revenue "

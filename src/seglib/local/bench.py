@@ -26,10 +26,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import bundle as B
-from .features import FEATURES
+from .. import bundle as B
+from ..features import FEATURES
 from .runner import DEMO_DATA_JOB, SEGMENTATION_JOB, local_spark, output_lock, run_job
-from .session import stop_server
+from .server import stop_server
 
 DEFAULT_SIZES = (62_988, 1_000_000)
 LARGE_SIZE = 10_000_000
@@ -141,7 +141,7 @@ def _sklearn_once(kpi_path: str, n_init: int, seed: int) -> dict[str, float]:
     from sklearn.cluster import KMeans
     from sklearn.preprocessing import StandardScaler
 
-    from .cluster import silhouette
+    from ..cluster import silhouette
     t: dict[str, float] = {}
     with _timer(t, "total_s"):
         with _timer(t, "read_s"):
@@ -181,7 +181,7 @@ def bench_size(bundle: B.Bundle, lakehouse: Path, size: int, out: Path, seed: in
     that had just generated the data would be warm and flatter the job by a third at 62,988 members.
     The lab's plain code then runs on that same, warm, server, which can only flatter the reference."""
     from pyspark.sql import SparkSession
-    from .session import table_path
+    from .spark import table_path
     schema = f"bench_{size}"
     run_dir = out / "runs" / str(size)
     record: dict = {"members": size, "schema": schema, "machine": {"cpus": os.cpu_count(),

@@ -3,7 +3,7 @@
 Each notebook runs in its own kernel (a separate process, as each task is on Databricks); they hand
 data over through Delta tables. The kernels share one local Spark: a Spark Connect server the runner
 starts for the run and keeps for the next one, or the one the lakehouse already keeps (unless
-SPARK_REMOTE already names one; see session.shared_local_spark). The next notebook's kernel starts, and
+SPARK_REMOTE already names one; see seglib.local.server). The next notebook's kernel starts, and
 imports what its notebook imports, while the current notebook runs. Executed notebooks, kernel logs and
 the server's log are kept under runs/<run-id>/.
 """
@@ -18,11 +18,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bundle as B
-from . import tables as TB
-from .errors import ConcurrentRunError, ParameterError
-from .params import LOCAL_ONLY, PARAMS
-from .session import _TOKEN_ENV, shared_local_spark, table_path
+from .. import bundle as B
+from .. import tables as TB
+from ..errors import ConcurrentRunError, ParameterError
+from ..params import LOCAL_ONLY, PARAMS
+from .server import _TOKEN_ENV, shared_local_spark
+from .spark import table_folder
 
 SEGMENTATION_JOB = "segmentation"  # resources/segmentation.job.yml
 DEMO_DATA_JOB = "demo_data"        # resources/demo_data.job.yml
@@ -163,7 +164,7 @@ def write_run_report(result: RunResult, log=print) -> Path | None:
     """report.html in the run folder when the insights notebook ran (and so succeeded); else None."""
     if INSIGHTS not in result.timings:
         return None
-    from .report import write_report
+    from ..report import write_report
     path = write_report(result.run_dir / f"{INSIGHTS}.ipynb", result.run_dir / "report.html")
     log(f"report: {path}")
     return path
@@ -290,7 +291,7 @@ class _Kernel:
         client = self.km.blocking_client()
         client.start_channels(hb=False)
         try:
-            client.execute("from seglib.session import stop_local_spark as _stop\n_stop()", silent=True,
+            client.execute("from seglib.local.spark import stop_local_spark as _stop\n_stop()", silent=True,
                            store_history=False)
             client.get_shell_msg(timeout=360)
         finally:
@@ -396,25 +397,24 @@ def new_run_dir(base: Path = Path("runs")) -> Path:
     return base / run_id
 
 
-def read_summary(lakehouse: str | os.PathLike, schema: str, target_path: str = ""):
-    """gold_segment_summary as pandas, read with delta-rs (no JVM needed), from target_path if set."""
+def read_summary(lakehouse: str | os.PathLike, where: TB.Location):
+    """gold_segment_summary as pandas, read with delta-rs (no JVM needed)."""
     from deltalake import DeltaTable
-    where = f"{target_path.rstrip('/')}/{TB.GOLD_SUMMARY}" if target_path else table_path(lakehouse, schema, TB.GOLD_SUMMARY)
-    summary = DeltaTable(str(where)).to_pandas()
+    summary = DeltaTable(table_folder(lakehouse, where, TB.GOLD_SUMMARY)).to_pandas()
     order = ["grouping", "segment"] if "grouping" in summary.columns else ["segment"]  # retail: clusters, then RFM
     return summary.sort_values(order).reset_index(drop=True)
 
 
 def demo_tables_exist(lakehouse: str | os.PathLike, schema: str, recipe: str = "airline") -> bool:
-    from .recipes import get
-    return (table_path(lakehouse, schema, get(recipe).customers_table) / "_delta_log").is_dir()
+    from ..recipes import get
+    return (Path(table_folder(lakehouse, TB.Location(schema), get(recipe).customers_table)) / "_delta_log").is_dir()
 
 
 def print_summary(lakehouse, schema, log=print, target_path: str = "") -> None:
     if "://" in target_path:  # a remote folder needs the run's credentials; the notebooks showed it
         log(f"\n{TB.GOLD_SUMMARY} written under {target_path}; see 05_write in the run folder")
         return
-    summary = read_summary(lakehouse, schema, target_path)
+    summary = read_summary(lakehouse, TB.Location(schema, target_path=target_path))
     # The retail summary has a row per cluster and one per RFM segment: count the customers once.
     counted = summary[summary.grouping == "cluster"] if "grouping" in summary.columns else summary
     log(f"\n{TB.GOLD_SUMMARY} ({int(counted.customer_count.sum()):,} customers):")
