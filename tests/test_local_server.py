@@ -261,11 +261,15 @@ def test_one_lakehouse_keeps_a_server_unless_more_are_asked_for(tmp_path, regist
 def test_real_servers_a_run_on_another_lakehouse_retires_the_kept_one_and_a_deleted_lakehouse_ends_its(
         tmp_path, registry):
     first, second, said = tmp_path / "first", tmp_path / "second", []
-    with shared_local_spark(first, tmp_path / "first.log", timeout=300, keep_minutes=5, log=said.append):
+
+    def say(*parts, **_print_options):
+        said.append(" ".join(map(str, parts)))
+
+    with shared_local_spark(first, tmp_path / "first.log", timeout=300, keep_minutes=5, log=say):
         pass
     kept = S.running_server(first)
     assert kept is not None and S.kept_servers() == [(kept["pid"], first.resolve())]
-    with shared_local_spark(second, tmp_path / "second.log", timeout=300, keep_minutes=5, log=said.append):
+    with shared_local_spark(second, tmp_path / "second.log", timeout=300, keep_minutes=5, log=say):
         assert any(f"stopped the Spark server kept for {first.resolve()}" in m for m in said)
     S._wait_gone(kept["pid"], 120)
     assert not S._pid_alive(kept["pid"]) and S.running_server(first) is None
