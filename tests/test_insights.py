@@ -311,3 +311,21 @@ def test_offline_renderer_is_left_alone_on_databricks(monkeypatch):
     before = pio.renderers.default
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     assert use_offline_renderer() == before and pio.renderers.default == before
+
+
+def test_the_profile_steps_z_scores_show_for_the_segments_of_the_run(spark, airline):
+    # seg_profile as the profile step writes it; a segment the gold table does not hold (another run's) is left out.
+    profile = spark.createDataFrame(
+        [(0, "Premium Elite Members", 4, 2, 0.2, 1.5, -0.8), (1, "Loyal Frequent Flyers", 1, 3, 0.3, 0.6, -0.2),
+         (2, "Mystery Cluster", 0, 2, 0.2, -0.9, 0.4), (3, "At-Risk Customers", 2, 3, 0.3, -1.1, 1.9),
+         (4, "New Joiners", 3, 1, 0.1, -1.5, -1.0)],
+        "segment int, segment_name string, cluster int, customer_count long, share double, z_total_flights double, "
+        "z_days_since_last_flight double")
+    found = insights(airline, "airline", profile=profile, **ASSUME)
+    assert found.profile.index.tolist() == ["Premium Elite Members", "Loyal Frequent Flyers", "Mystery Cluster",
+                                            "At-Risk Customers"]
+    assert found.profile.columns.tolist() == ["total_flights", "days_since_last_flight"]
+    assert found.profile.loc["At-Risk Customers", "days_since_last_flight"] == 1.9
+    heat = found.figures["profile"].data[0]
+    assert heat.z.tolist() == found.profile.to_numpy().tolist()
+    assert "profile" not in insights(airline, "airline", **ASSUME).figures  # no profile given: no chart

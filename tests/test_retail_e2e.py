@@ -50,7 +50,7 @@ def test_rfm_matches_a_pandas_recomputation(run):
     lines = table(lakehouse, TB.RETAIL_TRANSACTIONS)
     gold = table(lakehouse, TB.GOLD_SEGMENTS).set_index("customer_id").sort_index()
     assert list(table(lakehouse, TB.GOLD_SEGMENTS).columns) == (
-        TB.RETAIL_RFM_COLUMNS + TB.RETAIL_ATTRIBUTE_COLUMNS + TB.GOLD_SEGMENT_COLUMNS)
+        TB.RETAIL_RFM_COLUMNS + list(RETAIL.attributes) + TB.GOLD_SEGMENT_COLUMNS)
     day = pd.to_datetime(lines.invoice_ts).dt.normalize()
     as_of = day.max() + pd.Timedelta(days=1)
     known = lines[lines.customer_id.notna()].assign(day=day)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def copy(tmp_path):
-    for name in ("databricks.yml", "resources", "notebooks", "dashboards"):
+    for name in ("databricks.yml", "resources", "notebooks", "dashboards", "recipes"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, tmp_path / name)
@@ -121,8 +121,11 @@ def test_task_graph_and_defaults_come_from_the_job_yaml(copy):
         tasks.append({"task_key": "extra", "depends_on": [{"task_key": "write"}],
                       "notebook_task": {"notebook_path": "../notebooks/04_profile.ipynb"}})
     edit_yaml(copy / "resources" / "segmentation.job.yml", shuffle)
+    # profile and write need only the cluster step (they run side by side on Databricks): ties keep file order.
     assert [t.key for t in B.load(copy).tasks("segmentation")] == [
-        "load", "features", "cluster", "profile", "write", "insights", "extra"]
+        "load", "features", "cluster", "write", "profile", "insights", "extra"]
+    graph = {t.key: set(t.depends_on) for t in b.tasks("segmentation")}
+    assert graph["write"] == graph["profile"] == {"cluster"} and graph["insights"] == {"write", "profile"}
 
 
 def test_target_overrides_merge_by_task_key_and_variables_resolve(monkeypatch):
@@ -281,3 +284,10 @@ def test_a_dashboard_file_missing_for_a_recipe_is_caught(copy):
     (copy / "dashboards" / "customer_segments_retail.lvdash.json").unlink()
     assert ("dashboards.customer_segments: recipe retail has no dashboard file "
             "../dashboards/customer_segments_retail.lvdash.json") in check(copy)
+
+
+def test_a_broken_recipe_file_in_the_repository_is_caught(copy):
+    (copy / "recipes" / "theirs.yml").write_text("extends: retail\ninputs:\n  retail_transactions:\n    tabel: x\n")
+    assert check(copy) == [f"recipe file {copy / 'recipes' / 'theirs.yml'}: key inputs.retail_transactions.tabel "
+                           f"is unknown; expected one of attributes, columns, key, min_rows, non_negative, optional, "
+                           f"optional_columns, plausible, required, schema, table"]

@@ -47,12 +47,14 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args) -> int:
-    from .generate import DEMO_CUSTOMERS, generate_recipe_data
+    from .generate import generate_recipe_data
+    from .recipes import get
     from .session import get_spark
     from .tables import Location
     where = Location(args.schema)  # checks the name before starting Spark: a typo fails in a second
-    customers = args.customers or DEMO_CUSTOMERS[args.recipe]
-    who = "airline members" if args.recipe == "airline" else "retail customers and their invoice lines"
+    recipe = get(args.recipe)
+    customers = args.customers or recipe.demo_customers
+    who = recipe.describes
     start = time.perf_counter()
     _log(f"Generating {customers:,} demo {who} (seed {args.seed}) into {args.lakehouse}, schema {args.schema}")
     generate_recipe_data(get_spark(args.lakehouse), where, args.recipe, customers, args.seed, log=_log)
@@ -89,7 +91,10 @@ def _run_jobs(args, jobs: list[tuple[str, dict]], start_at: str | None = None) -
 
 def cmd_run(args) -> int:
     from .local.runner import SEGMENTATION_JOB, parse_params, print_summary
+    from .recipes import absolute
     job, params = args.job or SEGMENTATION_JOB, parse_params(args.param)
+    if params.get("recipe"):  # a recipe file named relative to here: the notebooks run in the run's folder
+        params["recipe"] = absolute(params["recipe"])
     _run_jobs(args, [(job, params)], start_at=args.start_at)
     if job == SEGMENTATION_JOB:
         print_summary(args.lakehouse, args.schema, log=_log, target_path=params.get("target_path", ""))
@@ -98,13 +103,13 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     from .local.runner import DEMO_DATA_JOB, SEGMENTATION_JOB, demo_tables_exist, parse_params, print_summary
-    from .generate import DEMO_CUSTOMERS
+    from .generate import demo_customers
     params = {"recipe": args.recipe, **parse_params(args.param)}
     jobs = [(SEGMENTATION_JOB, params)]
     if demo_tables_exist(args.lakehouse, args.schema, params["recipe"]):
         _log(f"Demo input tables found in {args.lakehouse} (schema {args.schema}); `make clean` to regenerate")
     else:
-        customers = args.customers or DEMO_CUSTOMERS[params["recipe"]]
+        customers = args.customers or demo_customers(params["recipe"])
         jobs.insert(0, (DEMO_DATA_JOB, {"recipe": params["recipe"], "customers": str(customers),
                                         "seed": str(args.seed)}))
     _run_jobs(args, jobs)

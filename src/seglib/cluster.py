@@ -45,15 +45,15 @@ from . import quality as Q
 from . import tables as TB
 from .errors import InputContractError, ParameterError
 from .naming import assign_names, sample_zscores
-from .recipes import AIRLINE, Recipe, get
+from .recipes import DEFAULT, Recipe, get
 from .session import is_managed_runtime
 
 # Imported ahead by the local runner while the notebook before runs (seglib.local.runner): 0.7 s otherwise,
 # in the cluster stage's first fit.
 __preload__ = ("sklearn.cluster", "sklearn.metrics")
 
-FEATURES = list(AIRLINE.features)  # the airline recipe's; a model carries its own (SegmentModel.features)
-LOG_FEATURES = list(AIRLINE.log_features)
+FEATURES = list(get().features)  # the default recipe's; a model carries its own (SegmentModel.features)
+LOG_FEATURES = list(get().log_features)
 TRANSFORMS = ("log1p", "none")
 MODES = ("fit", "score")
 CLIP_QUANTILES = (0.01, 0.99)
@@ -119,8 +119,8 @@ class SegmentModel:
     centres: list[list[float]]                # k rows, one value per feature, standardised
     # The recipe's clustering features, in model order, and those entering on a log scale. Models
     # saved before recipes existed lack them: they are the airline recipe's.
-    features: list[str] = field(default_factory=lambda: list(AIRLINE.features))
-    log_features: list[str] = field(default_factory=lambda: list(AIRLINE.log_features))
+    features: list[str] = field(default_factory=lambda: list(get().features))
+    log_features: list[str] = field(default_factory=lambda: list(get().log_features))
 
     def feature_expressions(self) -> dict[str, str]:
         """SQL for each model input (before standardising)."""
@@ -159,7 +159,7 @@ class SegmentModel:
         return x
 
 
-def fit_transform(raw: np.ndarray, transform: str, recipe: str | Recipe = AIRLINE) -> SegmentModel:
+def fit_transform(raw: np.ndarray, transform: str, recipe: str | Recipe = DEFAULT) -> SegmentModel:
     """Medians, clip bounds, means and standard deviations from the sample (no centres yet); *raw* has
     one column per recipe feature."""
     if transform not in TRANSFORMS:
@@ -341,7 +341,7 @@ def _sample_means(raw: np.ndarray, labels: np.ndarray, features) -> dict[int, di
             for c in np.unique(labels)}
 
 
-def _too_few(k, least: int, customers: int, recipe: Recipe = AIRLINE) -> str:
+def _too_few(k, least: int, customers: int, recipe: Recipe) -> str:
     return (f"input table {recipe.customers_table} has {customers:,} customer(s) with features, fewer than the "
             f"{least} segments k={k} asks for; lower k or check the input")
 
@@ -379,7 +379,7 @@ def no_autolog() -> None:
 
 def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "log1p", n_init: int = 3,
                  k_range=DEFAULT_K_RANGE, stability_runs: int = 2, fit_sample: int = FIT_SAMPLE,
-                 recipe: str | Recipe = AIRLINE, log=print) -> ClusterResult:
+                 recipe: str | Recipe = DEFAULT, log=print) -> ClusterResult:
     """Fit on a seeded sample (k fixed or ``auto``, best of n_init KMeans seeds), then assign and name
     every customer in Spark."""
     k_param, k = str(k), parse_k(k)
@@ -470,7 +470,7 @@ def load_model(spark: SparkSession, model_path: str) -> tuple[SegmentModel, dict
     return model, names, seed
 
 
-def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe = AIRLINE) -> ClusterResult:
+def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe = DEFAULT) -> ClusterResult:
     """Assign segments with the saved model: no refit, so ids and names stay those of the fit."""
     spark = features_df.sparkSession
     model, names, seed = load_model(spark, model_path)
@@ -491,7 +491,7 @@ def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe
 
 def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5, seed: int = 42,
             transform: str = "log1p", n_init: int = 3, k_range=DEFAULT_K_RANGE, stability_runs: int = 2,
-            fit_sample: int = FIT_SAMPLE, recipe: str | Recipe = AIRLINE, log=print) -> ClusterResult:
+            fit_sample: int = FIT_SAMPLE, recipe: str | Recipe = DEFAULT, log=print) -> ClusterResult:
     """The cluster stage: ``fit`` refits, ``score`` applies the model saved at *model_path*. Nothing is
     written: save_cluster_outputs saves a fit's model and hands the assignments over."""
     if mode not in MODES:

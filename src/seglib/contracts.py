@@ -23,61 +23,43 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
+from . import recipes as R
 from . import tables as TB
 from .errors import InputContractError
-from .recipes import AIRLINE as AIRLINE_RECIPE
 
 EXAMPLES = 5  # example keys (or values) per violation
 
 
 @dataclass(frozen=True)
 class Contract:
-    """What one input table must satisfy. Columns and types come from ``tables.INPUT_SCHEMAS``."""
-    table: str
-    key: str | None = None                    # not null and unique
-    required: tuple[str, ...] = ()            # must not be null (the key is implied)
-    min_rows: int = 1
-    non_negative: tuple[str, ...] = ()        # counts, distances, points, amounts
-    features: tuple[str, ...] = ()            # must have values; reported when constant
-    plausible: dict[str, tuple[float, float]] = field(default_factory=dict)  # outside: treated as missing
+    """What one input table must satisfy: its recipe's InputTable (columns, types, rules) and the
+    clustering features read from it, which must have values and are reported when constant."""
+    spec: R.InputTable
+    features: tuple[str, ...] = ()
+
+    def __getattr__(self, name):
+        if name == "spec":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.spec, name)  # table, schema, key, required, min_rows, non_negative, plausible
 
     @property
-    def schema(self) -> T.StructType:
-        return TB.INPUT_SCHEMAS[self.table]
+    def table(self) -> str:
+        return self.spec.name
+
+    def shown(self, column: str) -> str:
+        """*column* as a message names it: the table's own column, with the recipe's name when mapped."""
+        theirs = self.spec.source_column(column)
+        return column if theirs == column else f"{theirs} (the recipe's {column})"
 
 
-AGE_RANGE = (2.0, 100.0)  # loyalty members' ages; children can be members, 110-year-olds are typos
-# The airline recipe's seven clustering features: kpi_customer_value columns (seglib.recipes).
-FEATURES = AIRLINE_RECIPE.features
-
-AIRLINE = {c.table: c for c in (
-    Contract(TB.DIM_CUSTOMERS, key="customer_key", plausible={"age": AGE_RANGE}),
-    Contract(TB.FACT_FLIGHTS, key="customer_key",
-             non_negative=("total_flights", "base_points", "year_1_flights", "year_2_flights", "total_km_flown",
-                           "avg_flight_interval_days", "max_flight_interval_days", "days_since_last_flight",
-                           "exchange_count", "total_loyalty_points")),
-    # Transactions of unknown customers (null customer_key) are legitimate in the lab's data; an airline
-    # without an ancillary shop has none at all.
-    Contract(TB.FACT_TRANSACTIONS, key="transaction_id", min_rows=0, non_negative=("transaction_amount",)),
-    Contract(TB.KPI_CUSTOMER_VALUE, key="customer_key",
-             non_negative=("total_flights", "total_km_flown", "total_loyalty_points", "days_since_last_flight",
-                           "total_spent", "transaction_count"),
-             features=FEATURES, plausible={"age": AGE_RANGE}),
-)}
-
-# Retail: invoice lines. Quantities and prices may be negative (cancellations, adjustments: seglib.rfm
-# nets and counts them); a line without a customer is legitimate in a shop's data and is excluded and
-# counted when the features are built. The customers table is optional (seglib.recipes).
-RETAIL = {c.table: c for c in (
-    Contract(TB.RETAIL_TRANSACTIONS, required=("invoice_id", "invoice_ts", "quantity", "unit_price")),
-    Contract(TB.RETAIL_CUSTOMERS, key="customer_id", min_rows=0, plausible={"age": AGE_RANGE}),
-)}
-
-RECIPES: dict[str, dict[str, Contract]] = {"airline": AIRLINE, "retail": RETAIL}
-
-
-def contract(table: str, recipe: str = "airline") -> Contract:
-    return RECIPES[recipe][table]
+def contract(table: str, recipe: str | R.Recipe = R.DEFAULT) -> Contract:
+    rec = R.get(recipe)
+    spec = rec.tables[table]
+    features = ()
+    if table == rec.customers_table and rec.build == "columns":
+        # Features that are plain columns of the table are checked here, before any step computes them.
+        features = tuple(sql.strip() for sql in rec.feature_sql.values() if sql.strip() in spec.schema.names)
+    return Contract(spec, features)
 
 
 @dataclass
@@ -133,7 +115,7 @@ def check_table(raw: DataFrame, c: Contract, name: str) -> tuple[DataFrame, Tabl
         both.schema  # analysis only: a type that cannot be cast at all fails here
     except AnalysisException:
         for col in _uncastable_columns(raw, c.schema):
-            found.violations.append(f"{name}.{col}: type {types[col]} cannot be read as "
+            found.violations.append(f"{name}.{c.shown(col)}: type {types[col]} cannot be read as "
                                     f"{c.schema[col].dataType.simpleString()}")
         return raw, found
     typed = both.select(*[f.name for f in c.schema.fields])
@@ -142,15 +124,15 @@ def check_table(raw: DataFrame, c: Contract, name: str) -> tuple[DataFrame, Tabl
     checks: dict[str, tuple[Column, str, list]] = {}  # alias -> (condition, message, example columns)
     for n in recast:
         checks[f"_cast_{n}"] = (F.col(f"_raw_{n}").isNotNull() & F.col(n).isNull(),
-                                f"{name}.{n}: {{n}} value(s) cannot be read as "
+                                f"{name}.{c.shown(n)}: {{n}} value(s) cannot be read as "
                                 f"{c.schema[n].dataType.simpleString()} (the column is {types[n]})",
                                 key + [(f"_raw_{n}", "value")] if n != c.key else key)
     for n in c.required:
-        checks[f"_null_{n}"] = (F.col(n).isNull(), f"{name}.{n}: {{n}} row(s) without a value (null)", [])
+        checks[f"_null_{n}"] = (F.col(n).isNull(), f"{name}.{c.shown(n)}: {{n}} row(s) without a value (null)", [])
     if c.key:
-        checks["_null_key"] = (F.col(key[0][0]).isNull(), f"{name}.{c.key}: {{n}} row(s) without a key (null)", [])
+        checks["_null_key"] = (F.col(key[0][0]).isNull(), f"{name}.{c.shown(c.key)}: {{n}} row(s) without a key (null)", [])
     for n in c.non_negative:
-        checks[f"_neg_{n}"] = (F.col(n) < 0, f"{name}.{n}: {{n}} negative value(s), expected >= 0",
+        checks[f"_neg_{n}"] = (F.col(n) < 0, f"{name}.{c.shown(n)}: {{n}} negative value(s), expected >= 0",
                                key + [(n, n)])
     aggs = [F.count(F.lit(1)).alias("_rows"), *[F.count_if(cond).alias(a) for a, (cond, _, _) in checks.items()]]
     if c.key:
@@ -172,15 +154,15 @@ def check_table(raw: DataFrame, c: Contract, name: str) -> tuple[DataFrame, Tabl
         dupes = (typed.where(F.col(c.key).isNotNull()).groupBy(c.key).count().where("count > 1")
                  .orderBy(c.key).limit(EXAMPLES).collect())
         found.violations.append(
-            f"{name}.{c.key}: {stats['_keys'] - stats['_distinct_keys']:,} duplicate key row(s), expected one row "
+            f"{name}.{c.shown(c.key)}: {stats['_keys'] - stats['_distinct_keys']:,} duplicate key row(s), expected one row "
             f"per {c.key}, e.g. {c.key} " + ", ".join(f"{_quote(r[0])} ({r['count']} rows)" for r in dupes))
     for n in c.features:
         if found.rows and not stats[f"_n_{n}"]:
-            found.violations.append(f"{name}.{n}: null in all {found.rows:,} rows; it is a clustering feature "
+            found.violations.append(f"{name}.{c.shown(n)}: null in all {found.rows:,} rows; it is a clustering feature "
                                     f"and needs values")
         elif stats[f"_min_{n}"] == stats[f"_max_{n}"]:
             found.constant.append(n)
-            found.notes.append(f"{name}.{n}: constant (every value {stats[f'_min_{n}']}); it carries no "
+            found.notes.append(f"{name}.{c.shown(n)}: constant (every value {stats[f'_min_{n}']}); it carries no "
                                f"information for the clustering")
     usable = [n for n in c.features if stats[f"_n_{n}"]]
     if usable and len(found.constant) == len(usable):
@@ -188,12 +170,12 @@ def check_table(raw: DataFrame, c: Contract, name: str) -> tuple[DataFrame, Tabl
                                 f"there is nothing to segment on")
     for n, (low, high) in c.plausible.items():
         if stats[f"_out_{n}"]:
-            found.notes.append(f"{name}.{n}: {stats[f'_out_{n}']:,} value(s) outside {low:g}-{high:g}, "
+            found.notes.append(f"{name}.{c.shown(n)}: {stats[f'_out_{n}']:,} value(s) outside {low:g}-{high:g}, "
                                f"treated as missing (the null policy applies)")
     return typed, found
 
 
-def plausible(df: DataFrame, table: str, recipe: str = "airline") -> DataFrame:
+def plausible(df: DataFrame, table: str, recipe: str | R.Recipe = R.DEFAULT) -> DataFrame:
     """*df* with values outside the contract's plausible ranges set to null (the soft-rule policy)."""
     for col, (low, high) in contract(table, recipe).plausible.items():
         if col in df.columns:
@@ -201,7 +183,7 @@ def plausible(df: DataFrame, table: str, recipe: str = "airline") -> DataFrame:
     return df
 
 
-def raise_violations(checks: list[TableCheck], recipe: str = "airline") -> None:
+def raise_violations(checks: list[TableCheck], recipe: str | R.Recipe = R.DEFAULT) -> None:
     problems = [v for ch in checks for v in ch.violations]
     if problems:
         raise InputContractError(f"the input breaks the {recipe} contract ({len(problems)} problem(s)); "

@@ -1,4 +1,5 @@
-"""Stage 2: the seven clustering features as doubles, the lab's RFM scores, and the null policy."""
+"""Stage 2: the recipe's clustering features as doubles (SQL expressions over its customers table, or a
+named builder such as seglib.rfm), its scores, and the null policy."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,33 +12,30 @@ from . import recipes as R
 from . import tables as TB
 from .errors import InputContractError, ParameterError
 
-FEATURES = list(C.FEATURES)  # the airline recipe's (seglib.recipes); retail's come from seglib.rfm
+FEATURES = list(R.get().features)  # the default recipe's, for readers of this module
 NULL_POLICIES = ("impute", "drop")
 
-# The lab's RFM thresholds: (bound, score), first match wins.
-RECENCY_MAX_DAYS = [(90, 5), (180, 4), (365, 3), (730, 2)]          # days <= bound, else 1
-FREQUENCY_MIN_FLIGHTS = [(40, 5), (20, 4), (10, 3), (5, 2)]         # flights >= bound, else 1
-MONETARY_MIN_POINTS = [(50_000, 5), (20_000, 4), (10_000, 3), (5_000, 2)]  # points >= bound, else 1
 
-
-def _score(value: Column, rules: list[tuple[int, int]], at_most: bool) -> Column:
+def score_column(value: Column, score: R.Score) -> Column:
+    """The first rule (bound, score) *value* meets (<= bound with at_most, else >= bound), else 1."""
     expr = None
-    for bound, score in rules:
-        cond = value <= bound if at_most else value >= bound
-        expr = F.when(cond, score) if expr is None else expr.when(cond, score)
+    for bound, points in score.rules:
+        cond = value <= bound if score.at_most else value >= bound
+        expr = F.when(cond, points) if expr is None else expr.when(cond, points)
     return expr.otherwise(1).cast("int")
 
 
+# The lab's RFM scores, as the default (airline) recipe defines them.
 def recency_score(days: Column) -> Column:
-    return _score(days, RECENCY_MAX_DAYS, at_most=True)
+    return score_column(days, R.get().scores["recency_score"])
 
 
 def frequency_score(flights: Column) -> Column:
-    return _score(flights, FREQUENCY_MIN_FLIGHTS, at_most=False)
+    return score_column(flights, R.get().scores["frequency_score"])
 
 
 def monetary_score(points: Column) -> Column:
-    return _score(points, MONETARY_MIN_POINTS, at_most=False)
+    return score_column(points, R.get().scores["monetary_score"])
 
 
 @dataclass
@@ -81,71 +79,77 @@ class FeatureReport:
         return out
 
 
-def build_features(kpi: DataFrame, null_policy: str = "impute") -> tuple[DataFrame, FeatureReport]:
-    """customer_key, the seven features as double, recency/frequency/monetary scores.
+def build_features(customers: DataFrame, null_policy: str = "impute",
+                   recipe: str | R.Recipe = R.DEFAULT) -> tuple[DataFrame, FeatureReport]:
+    """customer_key, the recipe's features as doubles (its SQL expressions over the customers table), its
+    scores.
 
     ``impute`` fills a null feature with its median (every customer gets segmented); ``drop`` leaves
     customers with any null feature out (they are reported, and written as unsegmented).
     """
     if null_policy not in NULL_POLICIES:
         raise ParameterError(f"null_policy must be one of {', '.join(NULL_POLICIES)}, got {null_policy!r}")
-    ranged = list(C.contract(TB.KPI_CUSTOMER_VALUE).plausible)
-    df = kpi.select("customer_key", *[F.col(c).cast("double").alias(c) for c in FEATURES],
-                    *[F.col(c).cast("double").alias(f"_was_{c}") for c in ranged])
-    df = C.plausible(df, TB.KPI_CUSTOMER_VALUE)
+    rec = R.get(recipe)
+    table = rec.customers_table
+    features = list(rec.features)
+    key = rec.tables[table].key or rec.key
+    # Values outside the contract's plausible ranges become null before the features are computed.
+    ranged = [c for c in C.contract(table, rec).plausible if c in customers.columns]
+    src = C.plausible(customers.select("*", *[F.col(c).alias(f"_was_{c}") for c in ranged]), table, rec)
+    df = src.select(F.col(key).alias("customer_key"),
+                    *[F.expr(sql).cast("double").alias(name) for name, sql in rec.feature_sql.items()],
+                    *[F.col(f"_was_{c}") for c in ranged], *[F.col(c).alias(f"_now_{c}") for c in ranged])
     # One pass for all counts and quartiles, one more for the outliers beyond them.
     stats = df.agg(
         F.count("*").alias("_rows"),
-        *[F.count_if(F.col(c).isNull()).alias(f"_null_{c}") for c in FEATURES],
-        *[F.count_if(F.col(f"_was_{c}").isNotNull() & F.col(c).isNull()).alias(f"_implausible_{c}")
+        *[F.count_if(F.col(c).isNull()).alias(f"_null_{c}") for c in features],
+        *[F.count_if(F.col(f"_was_{c}").isNotNull() & F.col(f"_now_{c}").isNull()).alias(f"_implausible_{c}")
           for c in ranged],
-        *[F.percentile_approx(c, [0.25, 0.5, 0.75], 10_000).alias(f"_q_{c}") for c in FEATURES],
+        *[F.percentile_approx(c, [0.25, 0.5, 0.75], 10_000).alias(f"_q_{c}") for c in features],
     ).first()
     rows_in = stats["_rows"]
-    nulls = {c: stats[f"_null_{c}"] for c in FEATURES}
+    nulls = {c: stats[f"_null_{c}"] for c in features}
     if not rows_in:
-        raise InputContractError(f"input table {TB.KPI_CUSTOMER_VALUE} has no rows; expected one row per customer")
-    for c in FEATURES:
+        raise InputContractError(f"input table {table} has no rows; expected one row per customer")
+    for c in features:
         if rows_in and nulls[c] == rows_in:
             raise InputContractError(
-                f"input table {TB.KPI_CUSTOMER_VALUE}: column {c} is null in all {rows_in:,} rows; "
+                f"input table {table}: column {c} is null in all {rows_in:,} rows; "
                 f"it is a clustering feature and needs values")
     implausible = {c: stats[f"_implausible_{c}"] for c in ranged}
-    df = df.drop(*[f"_was_{c}" for c in ranged])
-    fences = {c: stats[f"_q_{c}"][2] + 3 * (stats[f"_q_{c}"][2] - stats[f"_q_{c}"][0]) for c in FEATURES}
-    far = df.agg(*[F.count_if(F.col(c) > fences[c]).alias(c) for c in FEATURES]).first()
+    df = df.drop(*[f"_was_{c}" for c in ranged], *[f"_now_{c}" for c in ranged])
+    fences = {c: stats[f"_q_{c}"][2] + 3 * (stats[f"_q_{c}"][2] - stats[f"_q_{c}"][0]) for c in features}
+    far = df.agg(*[F.count_if(F.col(c) > fences[c]).alias(c) for c in features]).first()
     imputed = {}
     if null_policy == "impute":
-        imputed = {c: float(stats[f"_q_{c}"][1]) for c in FEATURES if nulls[c]}
+        imputed = {c: float(stats[f"_q_{c}"][1]) for c in features if nulls[c]}
         df = df.fillna(imputed) if imputed else df  # Spark refuses an empty fill
         rows_out = rows_in
     else:
-        df = df.dropna(subset=FEATURES)
+        df = df.dropna(subset=features)
         rows_out = df.count() if any(nulls.values()) else rows_in
-    df = df.select("*",
-                   recency_score(F.col("days_since_last_flight")).alias("recency_score"),
-                   frequency_score(F.col("total_flights")).alias("frequency_score"),
-                   monetary_score(F.col("total_loyalty_points")).alias("monetary_score"))
+    df = df.select("*", *[score_column(F.col(s.column), s).alias(name) for name, s in rec.scores.items()])
     return df, FeatureReport(rows_in, rows_out, nulls, null_policy, imputed, implausible,
-                             {c: far[c] for c in FEATURES})
+                             {c: far[c] for c in features})
 
 
 # ---------------------------------------------------------------------------------------------
 # Per recipe: what the features step reads, and how it builds seg_features
 # ---------------------------------------------------------------------------------------------
-def feature_inputs(spark, where: TB.Location, recipe: str = "airline") -> dict[str, DataFrame]:
+def feature_inputs(spark, where: TB.Location, recipe: str | R.Recipe = R.DEFAULT) -> dict[str, DataFrame]:
     """The input tables the recipe's features come from (an optional one only when it exists)."""
     from .load import read_input
     rec = R.get(recipe)
-    tables = {t: read_input(spark, t, where, missing_ok=t in rec.optional_inputs)
+    tables = {t: read_input(spark, t, where, rec, missing_ok=t in rec.optional_inputs)
               for t in rec.feature_inputs}
     return {t: df for t, df in tables.items() if df is not None}
 
 
 def build_retail_features(transactions: DataFrame, customers: DataFrame | None = None, as_of=None,
-                          rfm_bins: int = 4, null_policy: str = "impute") -> tuple[DataFrame, FeatureReport]:
+                          rfm_bins: int = 4, null_policy: str = "impute", attributes: tuple[str, ...] = (),
+                          table: str = TB.RETAIL_TRANSACTIONS) -> tuple[DataFrame, FeatureReport]:
     """customer_key (the customer_id), recency_days, frequency, monetary, first/last purchase, the R, F
-    and M scores, the rule segment (seglib.rfm), and the customer attributes when *customers* is given.
+    and M scores, the rule segment (seglib.rfm), and the *attributes* columns of *customers* when given.
 
     RFM leaves no feature null (every customer has a purchase line or a cancellation), so the null
     policy has nothing to do; it is recorded as given."""
@@ -157,23 +161,26 @@ def build_retail_features(transactions: DataFrame, customers: DataFrame | None =
     as_of = rfm.default_as_of(transactions) if as_of is None else as_of
     customer_rfm, found = rfm.customer_rfm_and_report(transactions, as_of)
     if not found.customers:
-        raise InputContractError(f"input table {TB.RETAIL_TRANSACTIONS}: no line with a customer_id on or before "
+        raise InputContractError(f"input table {table}: no line with a customer_id on or before "
                                  f"as_of {as_of.isoformat()}; expected invoice lines of identified customers")
     scored = rfm.segment_rfm(rfm.rfm_scores(customer_rfm, bins), bins)
     if customers is not None:
-        attributes = customers.select("customer_id", *TB.RETAIL_ATTRIBUTE_COLUMNS)
-        scored = scored.join(attributes, "customer_id", "left")
+        carried = customers.select("customer_id", *[c for c in attributes if c in customers.columns])
+        scored = scored.join(carried, "customer_id", "left")
     df = scored.withColumn("customer_key", F.col("customer_id")).select(
         "customer_key", *[c for c in scored.columns if c != "customer_id"])
-    report = FeatureReport(found.customers, found.customers, {c: 0 for c in R.RETAIL.features}, null_policy,
+    report = FeatureReport(found.customers, found.customers, {c: 0 for c in rfm.RFM_FEATURES}, null_policy,
                            notes=found.lines() + [f"  scores in {bins} bins (rfm_bins)"])
     return df, report
 
 
-def build_recipe_features(inputs: dict[str, DataFrame], recipe: str = "airline", null_policy: str = "impute",
+def build_recipe_features(inputs: dict[str, DataFrame], recipe: str | R.Recipe = R.DEFAULT, null_policy: str = "impute",
                           as_of=None, rfm_bins: int = 4) -> tuple[DataFrame, FeatureReport]:
-    """The features step of *recipe*, from feature_inputs(...)."""
-    if R.get(recipe).name == "airline":
-        return build_features(inputs[TB.KPI_CUSTOMER_VALUE], null_policy)
-    return build_retail_features(inputs[TB.RETAIL_TRANSACTIONS], inputs.get(TB.RETAIL_CUSTOMERS), as_of or None,
-                                 rfm_bins, null_policy)
+    """The features step of *recipe*, from feature_inputs(...), by the builder the recipe names."""
+    rec = R.get(recipe)
+    if rec.build == "columns":
+        return build_features(inputs[rec.customers_table], null_policy, rec)
+    # rfm: the customers table lists invoice lines; another input, when present, the customers' attributes.
+    people = next((inputs[t] for t in rec.inputs if t != rec.customers_table and t in inputs), None)
+    return build_retail_features(inputs[rec.customers_table], people, as_of or None, rfm_bins, null_policy,
+                                 rec.attributes, rec.tables[rec.customers_table].table)

@@ -277,17 +277,15 @@ def generate_demo_data(spark: SparkSession, where: TB.Location, customers: int =
     return TB.write_tables(spark, gold_tables(spark, customers, seed, mixture), where, log=log)
 
 
-# The demo size of each recipe: the real airline data's members; the retail accelerator's customers.
-DEMO_CUSTOMERS = {"airline": 62_988, "retail": 1_000}
+def demo_customers(recipe: str = "airline") -> int:
+    """How many customers the recipe's demo data has by default (its ``demo.customers``)."""
+    from . import recipes as R
+    return R.get(recipe).demo_customers
 
 
 def generate_recipe_data(spark: SparkSession, where: TB.Location, recipe: str = "airline",
                          customers: int | None = None, seed: int = 42, log=print) -> dict[str, int]:
-    """The demo input of *recipe* (airline: this module; retail: seglib.retail_generate)."""
+    """The demo input of *recipe*, written by the generator its ``demo.generate`` names."""
     from . import recipes as R
-    name = R.get(recipe).name
-    customers = customers or DEMO_CUSTOMERS[name]
-    if name == "retail":
-        from .retail_generate import generate_retail_data
-        return generate_retail_data(spark, where, customers, seed, log=log)
-    return generate_demo_data(spark, where, customers, seed, log=log)
+    rec = R.get(recipe)
+    return rec.demo_generator()(spark, where, customers or rec.demo_customers, seed, log=log)

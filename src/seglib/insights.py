@@ -29,10 +29,8 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from . import recipes as R
 from .errors import InputContractError, ParameterError
-
-RECIPES = ("airline", "retail")
-
 
 @dataclass(frozen=True)
 class _Columns:
@@ -43,13 +41,17 @@ class _Columns:
     extra: tuple[str, ...]
 
 
-COLUMNS = {
-    "airline": _Columns("customer_key", "total_spent", "transaction_count", "days_since_last_flight",
-                        ("total_flights", "total_loyalty_points", "loyalty_tier", "customer_status")),
-    "retail": _Columns("customer_id", "monetary", "frequency", "recency_days",
-                       ("r_score", "f_score", "m_score", "rfm_segment")),
-}
-RFM_ORDER = ["Champions", "Loyal", "Regular", "New Customers", "At Risk", "Churned"]
+def _columns(rec: R.Recipe) -> _Columns:
+    """The gold columns the recipe's insights read (its ``insights`` block)."""
+    i = rec.insights
+    extra = [*(i.get("averages") or {}).values(), *[c for g in i.get("grids") or [] for c in (g["rows"], g["columns"])],
+             *[b["column"] for b in i.get("breakdowns") or []]]
+    try:
+        return _Columns(i["customer"], i["revenue"], i["orders"], i["recency"], tuple(dict.fromkeys(extra)))
+    except KeyError as e:
+        raise ParameterError(f"recipe {rec.name} ({rec.source}) has no insights.{e.args[0]}: the insights notebook "
+                             f"needs insights.customer, revenue, orders and recency") from None
+
 
 # Defaults of the notebook's and the job's parameters (params.PARAMS checks them).
 GROSS_MARGIN = 0.3       # share of revenue kept as gross profit
@@ -143,14 +145,13 @@ def clv_formula(gross_margin: float, retention_rate: float, observation_years: f
             f"purchases/year = purchases / {observation_years:g} y observed")
 
 
-def _require(segments: DataFrame, recipe: str) -> _Columns:
-    if recipe not in COLUMNS:
-        raise ParameterError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
-    cols = COLUMNS[recipe]
+def _require(segments: DataFrame, recipe: str | R.Recipe) -> _Columns:
+    rec = R.get(recipe)
+    cols = _columns(rec)
     needed = [cols.customer, cols.revenue, cols.orders, cols.recency, *cols.extra, "segment", "segment_name"]
     missing = [c for c in needed if c not in segments.columns]
     if missing:
-        raise InputContractError(f"gold_customer_segments_ml ({recipe} recipe) lacks column(s) {', '.join(missing)}; "
+        raise InputContractError(f"gold_customer_segments_ml ({rec.name} recipe) lacks column(s) {', '.join(missing)}; "
                                  f"it has {', '.join(segments.columns)}")
     return cols
 
@@ -177,8 +178,7 @@ def customer_values(segments: DataFrame, recipe: str, gross_margin: float = GROS
 
 def segment_metrics(values: DataFrame, recipe: str) -> pd.DataFrame:
     """Per segment, in one Spark aggregation: customers, revenue, orders, averages and CLV (k rows)."""
-    extra = ([F.avg("total_flights").alias("avg_flights"), F.avg("total_loyalty_points").alias("avg_points")]
-             if recipe == "airline" else [])
+    extra = [F.avg(column).alias(name) for name, column in (R.get(recipe).insights.get("averages") or {}).items()]
     run = ([F.min("run_id").alias("run_min"), F.max("run_id").alias("run_max")] if "run_id" in values.columns
            else [F.lit(None).cast("string").alias("run_min"), F.lit(None).cast("string").alias("run_max")])
     pdf = (values.groupBy("segment", "segment_name")
@@ -229,18 +229,15 @@ def revenue_concentration(values: DataFrame, metrics: pd.DataFrame, top_share: f
             "top_customers_revenue_share": top_revenue / total if total else float("nan")}
 
 
-def performance(metrics: pd.DataFrame, recipe: str) -> pd.DataFrame:
-    """The segment performance table, in the recipe's terms."""
+def performance(metrics: pd.DataFrame, recipe: str | R.Recipe) -> pd.DataFrame:
+    """The segment performance table, in the recipe's terms (its insights.performance)."""
     m = metrics.copy()
     m["avg_order_value"] = m.revenue / m.orders.where(m.orders > 0)
     m["revenue_per_customer"] = m.revenue / m.customers
-    if recipe == "airline":
-        out = m[["segment", "segment_name", "customers", "avg_flights", "avg_points", "revenue",
-                 "revenue_per_customer", "avg_order_value", "avg_recency_days"]]
-        return out.rename(columns={"revenue": "total_spend", "revenue_per_customer": "avg_spend",
-                                   "avg_recency_days": "avg_days_since_last_flight"})
-    return m[["segment", "segment_name", "customers", "revenue", "revenue_per_customer", "avg_order_value",
-              "avg_frequency", "avg_recency_days"]]
+    spec = R.get(recipe).insights.get("performance") or {}
+    columns = spec.get("columns") or ["segment", "segment_name", "customers", "revenue", "revenue_per_customer",
+                                      "avg_order_value", "avg_frequency", "avg_recency_days"]
+    return m[columns].rename(columns=spec.get("rename") or {})
 
 
 def clv_by_segment(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -279,24 +276,28 @@ def _crosstab(counts: pd.DataFrame, rows: str, columns: str, row_order=None, col
     return table.astype("int64")
 
 
-def recipe_extras(values: DataFrame, metrics: pd.DataFrame, recipe: str) -> dict[str, pd.DataFrame]:
-    """airline: segment x loyalty tier, customer status by segment; retail: cluster x RFM segment and
-    the R x F score grid. One Spark aggregation to the finest small grid, pivoted in pandas."""
+def recipe_extras(values: DataFrame, metrics: pd.DataFrame, recipe: str | R.Recipe) -> dict[str, pd.DataFrame]:
+    """The recipe's breakdowns (segment x a column: loyalty tier, customer status, RFM segment) and score
+    grids (R x F). One Spark aggregation to the finest small grid, pivoted in pandas."""
+    spec = R.get(recipe).insights
+    breakdowns, grids = spec.get("breakdowns") or [], spec.get("grids") or []
+    by = list(dict.fromkeys(["segment_name", *[b["column"] for b in breakdowns],
+                             *[c for g in grids for c in (g["rows"], g["columns"])]]))
+    if len(by) == 1:
+        return {}
+    counts = values.groupBy(*by).agg(F.count(F.lit(1)).alias("customers")).toPandas()
     order = metrics.segment_name.tolist()
-    if recipe == "airline":
-        counts = (values.groupBy("segment_name", "loyalty_tier", "customer_status")
-                  .agg(F.count(F.lit(1)).alias("customers")).toPandas())
-        counts["loyalty_tier"] = "tier " + counts.loyalty_tier.astype("Int64").astype(str)
-        counts["customer_status"] = counts.customer_status.fillna("(none)")
-        return {"segment_by_loyalty_tier": _crosstab(counts, "segment_name", "loyalty_tier", order),
-                "customer_status_by_segment": _crosstab(counts, "segment_name", "customer_status", order,
-                                                        ["Active", "At Risk", "Inactive"])}
-    counts = (values.groupBy("segment_name", "rfm_segment", "r_score", "f_score")
-              .agg(F.count(F.lit(1)).alias("customers")).toPandas())
-    counts["rfm_segment"] = counts.rfm_segment.fillna("(none)")
-    rf = _crosstab(counts, "r_score", "f_score").sort_index(ascending=False).sort_index(axis=1)
-    return {"cluster_by_rfm_segment": _crosstab(counts, "segment_name", "rfm_segment", order, RFM_ORDER),
-            "rfm_score_grid": rf}
+    out = {}
+    for b in breakdowns:
+        column = counts[b["column"]]
+        if b.get("label"):
+            column = column.astype("Int64").astype(str).map(lambda v, f=b["label"]: f.format(v))
+        shown = counts.assign(**{b["column"]: column.fillna("(none)")})
+        out[b["name"]] = _crosstab(shown, "segment_name", b["column"], order, b.get("order"))
+    for g in grids:
+        out[g["name"]] = (_crosstab(counts, g["rows"], g["columns"]).sort_index(ascending=False)
+                          .sort_index(axis=1))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -310,10 +311,11 @@ def _bar(table: pd.DataFrame, y: str, title: str, text=None, yaxis: str | None =
     return fig
 
 
-def _heatmap(table: pd.DataFrame, title: str, x: str, y: str):
+def _heatmap(table: pd.DataFrame, title: str, x: str, y: str, scale: str = "Blues", midpoint: float | None = None):
     import plotly.express as px
-    fig = px.imshow(table, text_auto=True, color_continuous_scale="Blues", aspect="auto",
-                    labels={"x": x, "y": y, "color": "customers"}, title=title)
+    fig = px.imshow(table, text_auto=True, color_continuous_scale=scale, aspect="auto",
+                    color_continuous_midpoint=midpoint,
+                    labels={"x": x, "y": y, "color": "customers" if midpoint is None else "z-score"}, title=title)
     fig.update_xaxes(side="top")
     return fig
 
@@ -326,7 +328,13 @@ def _stacked(table: pd.DataFrame, title: str, legend: str):
     return fig
 
 
-def figures(result: "Insights") -> dict:
+def _label(column: str) -> str:
+    """An axis title from a column name: r_score -> R score."""
+    text = column.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def figures(result: "Insights", recipe: str | R.Recipe | None = None) -> dict:
     a, c = result.assumptions, result.concentration
     figs = {
         "distribution": _bar(result.distribution, "customers", "Customers per segment",
@@ -343,17 +351,20 @@ def figures(result: "Insights") -> dict:
                     f"revenue = uplift × revenue / {a['observation_years']:g} y; playbook assumptions</sup>",
                     text=[f"{r:.0%}" for r in result.roi.roi], yaxis="ROI"),
     }
-    x = result.extras
-    if result.recipe == "airline":
-        figs["segment_by_loyalty_tier"] = _stacked(x["segment_by_loyalty_tier"], "Loyalty tier by segment",
-                                                   "loyalty tier")
-        figs["customer_status_by_segment"] = _stacked(x["customer_status_by_segment"], "Customer status by segment",
-                                                      "status")
-    else:
-        figs["cluster_by_rfm_segment"] = _heatmap(x["cluster_by_rfm_segment"], "Clusters × RFM segments (customers)",
-                                                  "RFM segment", "cluster")
-        figs["rfm_score_grid"] = _heatmap(x["rfm_score_grid"], "RFM scores: recency × frequency (customers)",
-                                          "F score", "R score")
+    if result.profile is not None and not result.profile.empty:
+        figs["profile"] = _heatmap(result.profile.round(2), "Segment profiles: each feature's mean against all "
+                                   "customers, in standard deviations", "feature", "segment", scale="RdBu_r",
+                                   midpoint=0.0)
+    spec = R.get(recipe or result.recipe).insights
+    for b in spec.get("breakdowns") or []:
+        table = result.extras[b["name"]]
+        title = b.get("title") or f"{b['column']} by segment"
+        legend = b.get("legend") or b["column"]
+        figs[b["name"]] = (_heatmap(table, title, legend, "cluster") if b.get("chart") == "heatmap"
+                           else _stacked(table, title, legend))
+    for g in spec.get("grids") or []:
+        figs[g["name"]] = _heatmap(result.extras[g["name"]], g.get("title") or f"{g['rows']} × {g['columns']}",
+                                   _label(g["columns"]), _label(g["rows"]))
     return figs
 
 
@@ -372,6 +383,7 @@ class Insights:
     clv: pd.DataFrame
     roi: pd.DataFrame
     extras: dict[str, pd.DataFrame]
+    profile: pd.DataFrame | None = None  # segment x feature z-scores (the profile step's), when given
     figures: dict = field(default_factory=dict)
 
     def headline(self) -> str:
@@ -390,16 +402,28 @@ class Insights:
         ])
 
 
+def segment_profiles(profile: DataFrame, run_segments: pd.DataFrame) -> pd.DataFrame:
+    """The profile step's z-scores (seg_profile) as segment name x feature, for the segments of the
+    run the gold table holds (k rows)."""
+    pdf = profile.toPandas()
+    z = [c for c in pdf.columns if c.startswith("z_")]
+    pdf = pdf[pdf.segment_name.isin(set(run_segments.segment_name))].sort_values("segment")
+    return pdf.set_index("segment_name")[z].rename(columns=lambda c: c[2:])
+
+
 def insights(segments: DataFrame, recipe: str, gross_margin: float = GROSS_MARGIN,
              retention_rate: float = RETENTION_RATE, observation_years: float = OBSERVATION_YEARS,
-             top_share: float = TOP_SHARE, playbook: dict[str, Action] | None = None) -> Insights:
-    """Every table and figure of the insights notebook from gold_customer_segments_ml (either recipe)."""
+             top_share: float = TOP_SHARE, playbook: dict[str, Action] | None = None,
+             profile: DataFrame | None = None) -> Insights:
+    """Every table and figure of the insights notebook from gold_customer_segments_ml (either recipe) and,
+    when given, the profile step's seg_profile (each segment's feature z-scores)."""
     check_assumptions(gross_margin, retention_rate, observation_years, top_share)
+    recipe = R.get(recipe)
     values = customer_values(segments, recipe, gross_margin, retention_rate, observation_years)
     metrics = segment_metrics(values, recipe)
     runs = sorted({r for r in (*metrics.run_min, *metrics.run_max) if r is not None and r == r})
     result = Insights(
-        recipe=recipe, run_id=", ".join(runs) or None,
+        recipe=recipe.name, run_id=", ".join(runs) or None,
         assumptions={"gross_margin": gross_margin, "retention_rate": retention_rate,
                      "expected_lifetime_years": expected_lifetime(retention_rate),
                      "observation_years": observation_years, "top_share": top_share},
@@ -407,8 +431,9 @@ def insights(segments: DataFrame, recipe: str, gross_margin: float = GROSS_MARGI
         distribution=distribution(metrics), revenue=revenue_distribution(metrics),
         concentration=revenue_concentration(values, metrics, top_share), performance=performance(metrics, recipe),
         clv=clv_by_segment(metrics), roi=roi_scenarios(metrics, observation_years, playbook),
-        extras=recipe_extras(values, metrics, recipe))
-    result.figures = figures(result)
+        extras=recipe_extras(values, metrics, recipe),
+        profile=None if profile is None else segment_profiles(profile, metrics))
+    result.figures = figures(result, recipe)
     return result
 
 

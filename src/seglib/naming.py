@@ -13,10 +13,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy.optimize import linear_sum_assignment
 
-from .recipes import AIRLINE, Recipe, get
+from .recipes import DEFAULT, Recipe, get
 
 # The airline recipe's, for readers of this module; every function takes the recipe.
-SIGNATURES = list(AIRLINE.signatures)
+SIGNATURES = list(get().signatures)
 
 
 def signature_distance(z: dict[str, float], signature: dict[str, float]) -> float:
@@ -24,7 +24,7 @@ def signature_distance(z: dict[str, float], signature: dict[str, float]) -> floa
     return float(np.mean([(z[f] - target) ** 2 for f, target in signature.items()]))
 
 
-def assign_names(zscores: dict[int, dict[str, float]], recipe: str | Recipe = AIRLINE) -> dict[int, tuple[int, str]]:
+def assign_names(zscores: dict[int, dict[str, float]], recipe: str | Recipe = DEFAULT) -> dict[int, tuple[int, str]]:
     """cluster -> (segment id, segment name), deterministic for the same z-scores."""
     recipe = get(recipe)
     signatures, traits = recipe.signatures, recipe.traits
@@ -59,7 +59,7 @@ def _naming_scale(c: str, recipe: Recipe):
 
 
 def cluster_profiles(features_df: DataFrame, assignments: DataFrame | None = None, by: str = "cluster",
-                     recipe: str | Recipe = AIRLINE, averages: dict[str, str] | None = None,
+                     recipe: str | Recipe = DEFAULT, averages: dict[str, str] | None = None,
                      carry: tuple[str, ...] = ()) -> tuple[dict[int, dict[str, float]], dict[int, dict]]:
     """Per cluster (column *by* of *assignments*, or of *features_df* itself when it carries it), in one
     aggregation with k rows collected (each extra pass over the customers cost seconds at 1M):
@@ -86,7 +86,7 @@ def cluster_profiles(features_df: DataFrame, assignments: DataFrame | None = Non
     return zscores, profiles
 
 
-def sample_zscores(raw: np.ndarray, labels: np.ndarray, recipe: str | Recipe = AIRLINE) -> dict[int, dict[str, float]]:
+def sample_zscores(raw: np.ndarray, labels: np.ndarray, recipe: str | Recipe = DEFAULT) -> dict[int, dict[str, float]]:
     """cluster_profiles' z-scores for rows on the driver: *raw* has one column per recipe feature, *labels*
     each row's cluster. A fit names its clusters from the sample it was fitted on, with no Spark pass."""
     recipe = get(recipe)

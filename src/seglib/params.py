@@ -106,9 +106,12 @@ def _modes():
     return MODES
 
 
-def _recipes():
-    from .recipes import RECIPES
-    return tuple(RECIPES)
+def _recipe(value) -> str:
+    """A built-in recipe's name, or a recipe file's path; the file is read and checked now."""
+    from .recipes import get
+    text = _text(value)
+    get(text)
+    return text
 
 
 def _as_of(value):
@@ -152,7 +155,7 @@ PARAMS: dict[str, Param] = {
     "catalog": Param(_identifier("catalog", optional=True), "Unity Catalog catalog; empty = the session's default"),
     "schema": Param(_identifier("schema"), "schema holding the Gold tables and the outputs"),
     "lakehouse": Param(_text, "local runs only: folder of the Delta warehouse and catalog"),
-    "recipe": Param(_choice("recipe", _recipes), "airline (the Contoso Gold layer) or retail (transactions, RFM)"),
+    "recipe": Param(_recipe, "airline (the Contoso Gold layer), retail (transactions, RFM) or a recipe file (.yml)"),
     "as_of": Param(_as_of, "retail: the date recency is measured to, YYYY-MM-DD; empty = the day after the last transaction"),
     "rfm_bins": Param(_rfm_bins, "retail: score bins for R, F and M, 4 or 5"),
     "null_policy": Param(_choice("null_policy", _null_policies), "impute or drop"),

@@ -4,12 +4,12 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 
 from .naming import cluster_profiles
-from .recipes import AIRLINE, Recipe, get
+from .recipes import DEFAULT, Recipe, get
 
-PROFILE_AVERAGES = AIRLINE.profile_averages  # the airline recipe's; each recipe has its own
+PROFILE_AVERAGES = get().profile_averages  # the default recipe's; each recipe has its own
 
 
-def profile_segments(features_df: DataFrame, assignments: DataFrame, recipe: str | Recipe = AIRLINE) -> DataFrame:
+def profile_segments(features_df: DataFrame, assignments: DataFrame, recipe: str | Recipe = DEFAULT) -> DataFrame:
     """One row per segment: id, name, cluster, size, share, averages in original units, z-scores.
 
     *assignments* carries customer_key, cluster, segment and segment_name (the cluster stage's output).

@@ -1,7 +1,7 @@
 """Retail recipe, RFM stage: recency, frequency and monetary value per customer, their quantile scores
 and six rule segments.
 
-Input: invoice lines shaped like ``tables.RETAIL_SCHEMAS[tables.RETAIL_TRANSACTIONS]``.
+Input: invoice lines shaped like the retail recipe's retail_transactions (seglib/recipes/retail.yml).
 
 **Lines.** A *cancellation* is a line whose ``invoice_id`` starts with "C" and/or whose ``quantity`` is
 negative (UCI Online Retail convention: cancellations carry a negative quantity). A *purchase line* is
@@ -78,6 +78,7 @@ RFM_SEGMENTS = (CHAMPIONS, LOYAL, REGULAR, NEW_CUSTOMERS, AT_RISK, CHURNED)
 
 RFM_BINS = (4, 5)
 RFM_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary", "first_purchase", "last_purchase")
+RFM_FEATURES = RFM_COLUMNS[1:4]  # what a recipe with the rfm builder clusters on
 SCORE_COLUMNS = ("r_score", "f_score", "m_score")
 _NEEDED = ("invoice_id", "customer_id", "invoice_ts", "quantity", "unit_price")
 _RFM_TABLE = "customer RFM (customer_rfm's output)"

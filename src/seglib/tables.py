@@ -1,7 +1,8 @@
-"""Table names and schemas: the one place that defines them.
+"""Table names, and the schemas of what seglib writes.
 
-Input: the Contoso airline Gold layer (DESIGN.md). Handover tables between notebooks live in the
-same schema, prefixed ``seg_``; outputs are the two gold tables dashboards read.
+Inputs are a recipe's tables (their columns and types live in the recipe files, seglib.recipes: the
+Contoso airline Gold layer, retail invoice lines). Handover tables between notebooks live in the same
+schema, prefixed ``seg_``; outputs are the gold tables dashboards read.
 
 Where they live is a Location (catalog tables, or Delta folders for the inputs and the outputs);
 ``read_table`` and ``save_table`` are the one place that reads and writes them.
@@ -45,93 +46,10 @@ GOLD_SUMMARY = "gold_segment_summary"
 GOLD_MIGRATION = "gold_segment_migration"   # who moved between segments since the previous run
 GOLD_RUNS = "gold_segmentation_runs"        # one row appended per run
 
-INPUT_SCHEMAS: dict[str, T.StructType] = {
-    DIM_CUSTOMERS: T.StructType([
-        T.StructField("customer_key", T.IntegerType()),
-        T.StructField("gender", T.StringType()),
-        T.StructField("age", T.IntegerType()),
-        T.StructField("loyalty_tier", T.IntegerType()),
-        T.StructField("loyalty_join_date", T.StringType()),
-        T.StructField("first_flight_date", T.StringType()),
-        T.StructField("city", T.StringType()),
-        T.StructField("province", T.StringType()),
-        T.StructField("country", T.StringType()),
-        T.StructField("load_timestamp", T.TimestampType()),
-    ]),
-    FACT_FLIGHTS: T.StructType([
-        T.StructField("customer_key", T.IntegerType()),
-        T.StructField("total_flights", T.IntegerType()),
-        T.StructField("base_points", T.IntegerType()),
-        T.StructField("year_1_flights", T.DoubleType()),
-        T.StructField("year_2_flights", T.DoubleType()),
-        T.StructField("total_km_flown", T.IntegerType()),
-        T.StructField("avg_flight_interval_days", T.DoubleType()),
-        T.StructField("max_flight_interval_days", T.IntegerType()),
-        T.StructField("days_since_last_flight", T.IntegerType()),
-        T.StructField("exchange_count", T.IntegerType()),
-        T.StructField("avg_discount_rate", T.DoubleType()),
-        T.StructField("total_loyalty_points", T.IntegerType()),
-        T.StructField("non_flight_points", T.IntegerType()),
-        T.StructField("last_flight_date", T.DateType()),
-        T.StructField("load_timestamp", T.TimestampType()),
-    ]),
-    FACT_TRANSACTIONS: T.StructType([
-        T.StructField("transaction_id", T.StringType()),
-        T.StructField("customer_key", T.IntegerType()),
-        T.StructField("transaction_date", T.DateType()),
-        T.StructField("transaction_amount", T.DoubleType()),
-        T.StructField("status", T.StringType()),
-        T.StructField("region", T.StringType()),
-        T.StructField("payment_method", T.StringType()),
-        T.StructField("load_timestamp", T.TimestampType()),
-    ]),
-    KPI_CUSTOMER_VALUE: T.StructType([
-        T.StructField("customer_key", T.IntegerType()),
-        T.StructField("gender", T.StringType()),
-        T.StructField("age", T.IntegerType()),
-        T.StructField("loyalty_tier", T.IntegerType()),
-        T.StructField("province", T.StringType()),
-        T.StructField("total_flights", T.IntegerType()),
-        T.StructField("total_km_flown", T.IntegerType()),
-        T.StructField("total_loyalty_points", T.IntegerType()),
-        T.StructField("days_since_last_flight", T.IntegerType()),
-        T.StructField("total_spent", T.DoubleType()),
-        T.StructField("transaction_count", T.LongType()),
-        T.StructField("customer_status", T.StringType()),
-    ]),
-}
-
-RETAIL_SCHEMAS: dict[str, T.StructType] = {
-    # One row per invoice line. Cancellations: invoice_id starting with "C" and/or a negative quantity;
-    # they net against revenue. unit_price is what was paid per unit (after any discount).
-    RETAIL_TRANSACTIONS: T.StructType([
-        T.StructField("invoice_id", T.StringType()),
-        T.StructField("customer_id", T.LongType()),
-        T.StructField("invoice_ts", T.TimestampType()),
-        T.StructField("product_id", T.StringType()),
-        T.StructField("category", T.StringType()),
-        T.StructField("quantity", T.IntegerType()),
-        T.StructField("unit_price", T.DoubleType()),
-        T.StructField("discount", T.DoubleType()),     # share of the list price taken off, 0..1
-        T.StructField("country", T.StringType()),
-        T.StructField("channel", T.StringType()),
-    ]),
-    RETAIL_CUSTOMERS: T.StructType([
-        T.StructField("customer_id", T.LongType()),
-        T.StructField("gender", T.StringType()),
-        T.StructField("age", T.IntegerType()),
-        T.StructField("city", T.StringType()),
-        T.StructField("country", T.StringType()),
-        T.StructField("signup_date", T.DateType()),
-    ]),
-}
-# Columns a retail transactions table may lack (and the customers table as a whole): filled with nulls.
-RETAIL_OPTIONAL = {RETAIL_TRANSACTIONS: ("product_id", "category", "discount", "country", "channel")}
-INPUT_SCHEMAS.update(RETAIL_SCHEMAS)
-
 GOLD_INPUTS = (DIM_CUSTOMERS, FACT_FLIGHTS, FACT_TRANSACTIONS, KPI_CUSTOMER_VALUE)  # the airline recipe's
 RETAIL_INPUTS = (RETAIL_TRANSACTIONS, RETAIL_CUSTOMERS)
-INPUT_TABLES = GOLD_INPUTS + RETAIL_INPUTS  # read from source_path when one is set
+# What seglib writes: under target_path when one is set. Every other table is an input (source_path).
+WRITTEN_TABLES = HANDOVER_TABLES + (GOLD_SEGMENTS, GOLD_SUMMARY, GOLD_MIGRATION, GOLD_RUNS, FIXTURE_TRUTH)
 
 # gold_customer_segments_ml = every kpi_customer_value column, then these
 GOLD_SEGMENT_COLUMNS = ["segment", "segment_name", "run_id"]
@@ -143,7 +61,6 @@ GOLD_SUMMARY_COLUMNS = ["segment", "segment_name", "customer_count", "avg_flight
 # cluster (grouping "cluster") and one per RFM segment (grouping "rfm_segment").
 RETAIL_RFM_COLUMNS = ["customer_id", "recency_days", "frequency", "monetary", "first_purchase", "last_purchase",
                       "r_score", "f_score", "m_score", "rfm_segment"]
-RETAIL_ATTRIBUTE_COLUMNS = ["gender", "age", "city", "country"]
 RETAIL_SUMMARY_COLUMNS = ["grouping", "segment", "segment_name", "customer_count", "avg_recency_days",
                           "avg_frequency", "avg_monetary", "total_revenue", "run_id"]
 
@@ -192,7 +109,7 @@ class Location:
     """Where a run's tables live: made once per notebook (seglib.setup) and passed to every stage.
 
     Catalog tables ``catalog.schema.table`` (no catalog: the session's, as in Fabric or locally), or
-    Delta folders: the inputs (INPUT_TABLES) under *source_path* and everything seglib writes under
+    Delta folders: the inputs under *source_path* and everything seglib writes (WRITTEN_TABLES) under
     *target_path*, one sub-folder per table, e.g. OneLake
     ``abfss://<workspace>@onelake.dfs.fabric.microsoft.com/<lakehouse>.Lakehouse/Tables``. An empty path
     means catalog tables for that side."""
@@ -211,7 +128,7 @@ class Location:
 
     def path(self, table: str) -> str | None:
         """The Delta folder of *table* when it lives at a path, None when it is a catalog table."""
-        base = self.source_path if table in INPUT_TABLES else self.target_path
+        base = self.target_path if table in WRITTEN_TABLES else self.source_path
         return f"{base}/{check_identifier(table, 'table')}" if base else None
 
     def qualified(self, table: str) -> str:
@@ -327,3 +244,12 @@ def table_version(spark: SparkSession, table: str, where: Location) -> int | Non
 def read_version(spark: SparkSession, table: str, version: int, where: Location) -> DataFrame:
     """*table* as it was at Delta *version* (time travel)."""
     return spark.sql(f"SELECT * FROM {where.sql(table)} VERSION AS OF {int(version)}")
+
+
+def __getattr__(name: str):
+    # The input tables' schemas live in the built-in recipe files (seglib.recipes); read on first use.
+    if name in ("INPUT_SCHEMAS", "RETAIL_SCHEMAS"):
+        from .recipes import builtin
+        schemas = {t: spec.schema for r in builtin().values() for t, spec in r.tables.items()}
+        return schemas if name == "INPUT_SCHEMAS" else {t: schemas[t] for t in RETAIL_INPUTS}
+    raise AttributeError(name)

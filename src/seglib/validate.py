@@ -8,6 +8,7 @@
 - every schedule, with its variables resolved in each target, is a valid typed CronSchedule (a known
   pause_status, a Quartz expression, a known time zone);
 - a dashboard whose file_path names ${var.recipe} has a file for every recipe seglib knows;
+- every recipe file in the repository (recipes/**/*.yml) reads and checks (seglib.recipes);
 - optionally, the wheel builds and `import seglib` works from it in a clean venv.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ def check(root: Path | None = None) -> list[str]:
         problems += [f"{where}: {p}" for p in _schedules(bundle)]
     bundle.target = None
     problems += _dashboards_per_recipe(bundle)
+    problems += _recipe_files(bundle.root)
     for job in bundle.resources("jobs"):
         problems += _job(bundle, job)
     return sorted(set(problems), key=problems.index)
@@ -125,6 +127,18 @@ def _dashboards_per_recipe(bundle: B.Bundle) -> list[str]:
             candidate = path.replace("${var.recipe}", recipe)
             if B.VAR_REF.search(candidate) is None and not (base / candidate).is_file():
                 problems.append(f"dashboards.{key}: recipe {recipe} has no dashboard file {candidate}")
+    return problems
+
+
+def _recipe_files(root: Path) -> list[str]:
+    """Each recipe file a job's ``recipe`` parameter may name: its keys, types and column mapping."""
+    from .recipes import RecipeError, get
+    problems = []
+    for path in sorted((root / "recipes").rglob("*.y*ml")):
+        try:
+            get(str(path))
+        except RecipeError as e:
+            problems.append(str(e))
     return problems
 
 

@@ -15,15 +15,15 @@ from pathlib import Path
 
 # What only a local run needs (the `local` and `runner` extras, and seglib's own local machinery): a
 # notebook-facing module importing one of them would fail, or start laptop machinery, on a platform.
-LOCAL_ONLY_PACKAGES = ("seglib.local", "delta", "papermill", "nbformat", "nbconvert", "nbclient", "ipykernel", "jupyter_client",
-                       "yaml", "deltalake", "databricks.sdk", "databricks.bundles")
+LOCAL_ONLY_PACKAGES = ("seglib.local", "delta", "papermill", "nbformat", "nbconvert", "nbclient", "ipykernel",
+                       "jupyter_client", "deltalake", "databricks.sdk", "databricks.bundles")
 # Distributions the wheel must not pull in, directly or through a dependency: a platform brings its own
 # Spark and Delta, and the notebook machinery is a local run's.
 LOCAL_ONLY_DISTRIBUTIONS = ("pyspark", "pyspark-client", "pyspark-connect", "delta-spark", "databricks-connect",
                             "papermill", "nbconvert", "nbformat", "nbclient", "ipykernel", "jupyter-client",
-                            "databricks-bundles", "databricks-sdk", "deltalake", "pyyaml")
+                            "databricks-bundles", "databricks-sdk", "deltalake")
 # Distributions the platform brings and the wheel must leave as they are.
-PLATFORM_DISTRIBUTIONS = ("pyspark", "delta-spark", "databricks-connect", "numpy", "pandas", "pyarrow")
+PLATFORM_DISTRIBUTIONS = ("pyspark", "delta-spark", "databricks-connect", "numpy", "pandas", "pyarrow", "pyyaml")
 
 
 def build(root: Path, dest: Path) -> Path:

@@ -34,47 +34,49 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
-def customer_base(spark: SparkSession, where: TB.Location, recipe: str = "airline") -> DataFrame:
+def customer_base(spark: SparkSession, where: TB.Location, recipe: str | R.Recipe = R.DEFAULT) -> DataFrame:
     """The rows gold_customer_segments_ml has one of per customer, before the segment columns: the
     airline's kpi_customer_value; retail's customers with their RFM values, scores and rule segment
     (seg_features, from the features step)."""
     rec = R.get(recipe)
     if rec.base_table in rec.inputs:
-        return read_input(spark, rec.base_table, where)
+        return read_input(spark, rec.base_table, where, rec)
     return TB.read_table(spark, rec.base_table, where)
 
 
-def _labelled(base: DataFrame, assignments: DataFrame, run_id: str) -> DataFrame:
-    labels = assignments.select("customer_key", "segment", "segment_name")
-    return (base.join(labels, "customer_key", "left")
+def _labelled(base: DataFrame, assignments: DataFrame, run_id: str, key: str = "customer_key") -> DataFrame:
+    """*base* with each customer's segment; *key*: the base's customer column (assignments call it customer_key)."""
+    labels = assignments.select(F.col("customer_key").alias(key), "segment", "segment_name")
+    return (base.join(labels, key, "left")
             .withColumn("segment", F.coalesce("segment", F.lit(UNSEGMENTED_ID)).cast("int"))
             .withColumn("segment_name", F.coalesce("segment_name", F.lit(UNSEGMENTED_NAME)))
             .withColumn("run_id", F.lit(run_id)))
 
 
 def build_outputs(base: DataFrame, assignments: DataFrame, run_id: str,
-                  recipe: str = "airline") -> tuple[DataFrame, DataFrame]:
+                  recipe: str | R.Recipe = R.DEFAULT) -> tuple[DataFrame, DataFrame]:
     """gold_customer_segments_ml (the customer base + segment, segment_name, run_id) and gold_segment_summary."""
-    if R.get(recipe).name == "retail":
-        return _retail_outputs(base, assignments, run_id)
-    kpi = base
-    segments = _labelled(kpi, assignments, run_id).select(*kpi.columns, *TB.GOLD_SEGMENT_COLUMNS)
+    rec = R.get(recipe)
+    if rec.build == "rfm":
+        return _rfm_outputs(base, assignments, run_id, rec)
+    key = rec.tables[rec.customers_table].key or rec.key
+    segments = _labelled(base, assignments, run_id, key).select(*base.columns, *TB.GOLD_SEGMENT_COLUMNS)
+    averages = rec.summary
     summary = (segments.groupBy("segment", "segment_name")
                .agg(F.count("*").alias("customer_count"),
-                    F.round(F.avg("total_flights"), 1).alias("avg_flights"),
-                    F.round(F.avg("total_loyalty_points"), 0).alias("avg_points"),
-                    F.round(F.avg("total_spent"), 2).alias("avg_revenue"))
+                    *[F.round(F.avg(column), decimals).alias(name) for name, (column, decimals) in averages.items()])
                .withColumn("run_id", F.lit(run_id))
                .orderBy("segment"))
-    return segments, summary.select(*TB.GOLD_SUMMARY_COLUMNS)
+    return segments, summary.select("segment", "segment_name", "customer_count", *averages, "run_id")
 
 
-def _retail_outputs(base: DataFrame, assignments: DataFrame, run_id: str) -> tuple[DataFrame, DataFrame]:
-    """Retail: customer_id, the RFM columns, the customer attributes present, the cluster; the summary
+def _rfm_outputs(base: DataFrame, assignments: DataFrame, run_id: str,
+                 rec: R.Recipe) -> tuple[DataFrame, DataFrame]:
+    """RFM recipes: customer_id, the RFM columns, the customer attributes present, the cluster; the summary
     has one row per cluster and one per RFM rule segment (segment = its place in rfm.RFM_SEGMENTS)."""
     from .rfm import RFM_SEGMENTS
     labelled = _labelled(base, assignments, run_id).withColumnRenamed("customer_key", "customer_id")
-    attributes = [c for c in TB.RETAIL_ATTRIBUTE_COLUMNS if c in base.columns]
+    attributes = [c for c in rec.attributes if c in base.columns]
     segments = labelled.select(*TB.RETAIL_RFM_COLUMNS, *attributes, *TB.GOLD_SEGMENT_COLUMNS)
     measures = [F.count("*").alias("customer_count"), F.round(F.avg("recency_days"), 1).alias("avg_recency_days"),
                 F.round(F.avg("frequency"), 2).alias("avg_frequency"), F.round(F.avg("monetary"), 2).alias("avg_monetary"),
@@ -89,7 +91,7 @@ def _retail_outputs(base: DataFrame, assignments: DataFrame, run_id: str) -> tup
     return segments, summary.select(*TB.RETAIL_SUMMARY_COLUMNS)
 
 
-def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame, recipe: str = "airline") -> dict[str, int]:
+def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame, recipe: str | R.Recipe = R.DEFAULT) -> dict[str, int]:
     """Each customer of the base exactly once with a segment and a name; summary counts add up (per
     grouping, for retail)."""
     rec = R.get(recipe)
@@ -98,7 +100,7 @@ def validate_outputs(kpi: DataFrame, segments: DataFrame, summary: DataFrame, re
     s = segments.agg(F.count("*").alias("rows"), F.countDistinct(key).alias("keys"),
                      F.count_if(F.col("segment").isNull() | F.col("segment_name").isNull()).alias("unlabelled"),
                      F.count_if(F.col("segment") == UNSEGMENTED_ID).alias("unsegmented")).first()
-    groupings = 1 if rec.name == "airline" else 2  # retail: per cluster and per RFM segment
+    groupings = 2 if rec.build == "rfm" else 1  # rfm: per cluster and per RFM rule segment
     summary_total = (summary.agg(F.sum("customer_count")).first()[0] or 0) // groupings
     problems = []
     if s["rows"] != kpi_rows:
@@ -152,7 +154,7 @@ def compared_version(spark: SparkSession, run_id: str, current: int | None, wher
 
 
 def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, where: TB.Location,
-                  run_id: str = "", recipe: str = "airline", log=print) -> dict:
+                  run_id: str = "", recipe: str | R.Recipe = R.DEFAULT, log=print) -> dict:
     """Compute and validate the gold tables and the migration since the previous run, then publish
     them together with the run log row (publish.py). Returns the checks, the run id, the output tables'
     Delta versions and the run log row. *kpi*: the customer base (customer_base).
@@ -228,22 +230,20 @@ def log_run(spark: SparkSession, written: dict, where: TB.Location, log=print) -
     return record
 
 
-def lab_queries(where: TB.Location, recipe: str = "airline") -> dict[str, str]:
-    """The lab's two validation queries over the written table (retail: segments x RFM rule segments)."""
+def lab_queries(where: TB.Location, recipe: str | R.Recipe = R.DEFAULT) -> dict[str, str]:
+    """The lab's two validation queries over the written table: customers (and revenue) per segment, and
+    segments against the recipe's first breakdown (loyalty tier, RFM rule segment)."""
     t = where.sql(TB.GOLD_SEGMENTS)
-    if R.get(recipe).name == "retail":
-        return {
-            "customers per segment": f"SELECT segment_name, COUNT(*) AS customers, ROUND(SUM(monetary), 2) AS revenue "
-                                     f"FROM {t} GROUP BY segment_name ORDER BY customers DESC",
-            "segment x RFM segment": f"SELECT segment_name, rfm_segment, COUNT(*) AS customers FROM {t} "
-                                     f"GROUP BY segment_name, rfm_segment ORDER BY segment_name, rfm_segment",
-        }
-    return {
-        "customers per segment": f"SELECT segment_name, COUNT(*) AS customers FROM {t} "
-                                 f"GROUP BY segment_name ORDER BY customers DESC",
-        "segment x loyalty tier": f"SELECT segment_name, loyalty_tier, COUNT(*) AS customers FROM {t} "
-                                  f"GROUP BY segment_name, loyalty_tier ORDER BY segment_name, loyalty_tier",
-    }
+    spec = R.get(recipe).insights
+    revenue = f", ROUND(SUM({TB.quote(spec['revenue'])}), 2) AS revenue" if spec.get("revenue") else ""
+    queries = {"customers per segment": f"SELECT segment_name, COUNT(*) AS customers{revenue} FROM {t} "
+                                        f"GROUP BY segment_name ORDER BY customers DESC"}
+    for b in (spec.get("breakdowns") or [])[:1]:
+        c = TB.quote(b["column"])
+        queries[f"segment x {b.get('legend') or b['column']}"] = (
+            f"SELECT segment_name, {c}, COUNT(*) AS customers FROM {t} GROUP BY segment_name, {c} "
+            f"ORDER BY segment_name, {c}")
+    return queries
 
 
 def run_log_json(record: DataFrame) -> str:
