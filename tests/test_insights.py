@@ -6,11 +6,14 @@ import nbformat
 import pytest
 
 from seglib.errors import InputContractError, ParameterError
-from seglib.insights import (DEFAULT_ACTION, PLAYBOOK, Action, customer_values, insights, match_action,
+from seglib import recipes as R
+from seglib.insights import (DEFAULT_ACTION, Action, customer_values, insights, match_action,
                              roi_scenarios, use_offline_renderer)
 from seglib.params import PARAMS
+from seglib.rfm import RFM_SEGMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
+AIRLINE_PLAYBOOK = R.get("airline").playbook
 
 AIRLINE_SCHEMA = ("customer_key int, gender string, age int, loyalty_tier int, province string, total_flights int, "
                   "total_km_flown int, total_loyalty_points int, days_since_last_flight int, total_spent double, "
@@ -163,12 +166,12 @@ def test_roi_rows_are_the_segments_present_keyed_by_name(air):
     assert roi.segment_name.tolist() == air.distribution.segment_name.tolist()  # exactly those, once each
     row = by_name(roi)
     assert row.loc["Premium Elite Members", "playbook_key"] == "Premium Elite Members"
-    assert row.loc["Premium Elite Members", "action"] == PLAYBOOK["Premium Elite Members"].action
+    assert row.loc["Premium Elite Members", "action"] == AIRLINE_PLAYBOOK["Premium Elite Members"].action
     assert row.loc["Mystery Cluster", "playbook_key"] is None  # unknown name: the labelled default, not dropped
     assert row.loc["Mystery Cluster", "action"] == DEFAULT_ACTION.action and "default" in DEFAULT_ACTION.action
     # With a playbook of our own: yearly revenue = revenue / 2 y; incremental = uplift x that; cost = n x cost each
     own = {"premium elite members": Action("VIP", 10.0, 0.1), "At-Risk Customers": Action("win back", 5.0, 0.5)}
-    mine = by_name(roi_scenarios(air.revenue, ASSUME["observation_years"], own))  # the per-segment revenue
+    mine = by_name(roi_scenarios(air.revenue, own, ASSUME["observation_years"]))  # the per-segment revenue
     assert mine.loc["Premium Elite Members", "expected_incremental_revenue"] == pytest.approx(0.1 * 1800 / 2)
     assert mine.loc["Premium Elite Members", "cost"] == pytest.approx(20)
     assert mine.loc["Premium Elite Members", "roi"] == pytest.approx((90 - 20) / 20)
@@ -178,23 +181,37 @@ def test_roi_rows_are_the_segments_present_keyed_by_name(air):
 
 
 def test_action_matching_by_name():
-    assert match_action("Occasional Travelers (more flights)", PLAYBOOK)[0] == "Occasional Travelers"
-    assert match_action("Loyal Frequent Flyers #2", PLAYBOOK)[0] == "Loyal Frequent Flyers"
-    assert match_action("at risk", PLAYBOOK)[0] == "At Risk"
-    assert match_action("At-Risk Customers", PLAYBOOK)[0] == "At-Risk Customers"
-    assert match_action("Unsegmented (incomplete data)", PLAYBOOK) == (None, DEFAULT_ACTION)
-    assert match_action(None, PLAYBOOK) == (None, DEFAULT_ACTION)
+    retail = R.get("retail").playbook
+    assert match_action("Occasional Travelers (more flights)", AIRLINE_PLAYBOOK)[0] == "Occasional Travelers"
+    assert match_action("Loyal Frequent Flyers #2", AIRLINE_PLAYBOOK)[0] == "Loyal Frequent Flyers"
+    assert match_action("Members (younger, fewer points)", AIRLINE_PLAYBOOK)[0] == "Members"
+    assert match_action("at risk", retail)[0] == "At Risk"
+    assert match_action("At-Risk Customers", AIRLINE_PLAYBOOK)[0] == "At-Risk Customers"
+    assert match_action("Unsegmented (incomplete data)", AIRLINE_PLAYBOOK) == (None, DEFAULT_ACTION)
+    assert match_action(None, AIRLINE_PLAYBOOK) == (None, DEFAULT_ACTION)
     with pytest.raises(ParameterError, match="cost_per_customer must be > 0"):
         Action("free", 0.0, 0.1)
 
 
-def test_every_recipe_segment_name_has_an_action():
-    recipes = pytest.importorskip("seglib.recipes")
-    for recipe in recipes.RECIPES.values():
-        for name, _ in recipe.signatures:
-            assert match_action(name, PLAYBOOK)[0] == name, (recipe.name, name)
-    for name in ["Champions", "Loyal", "Regular", "New Customers", "At Risk", "Churned"]:
-        assert match_action(name, PLAYBOOK)[0] == name
+def test_every_recipe_segment_name_has_an_action_in_its_recipe_file():
+    for recipe in (R.get(name) for name in R.BUILT_IN):
+        names = [n for n, _ in recipe.signatures] + ([recipe.unmatched] if recipe.max_distance else [])
+        for name in names:
+            assert match_action(name, recipe.playbook)[0] == name, (recipe.name, name)
+    for name in RFM_SEGMENTS:
+        assert match_action(name, R.get("retail").playbook)[0] == name
+
+
+def test_the_playbook_is_read_from_the_recipe_file(tmp_path):
+    mine = tmp_path / "mine.yml"
+    mine.write_text("extends: airline\nplaybook:\n  New Joiners: {action: Welcome call, cost_per_customer: 1.5, uplift: 0.2}\n")
+    playbook = R.get(str(mine)).playbook
+    assert playbook["New Joiners"] == Action("Welcome call", 1.5, 0.2)
+    assert playbook["Premium Elite Members"] == AIRLINE_PLAYBOOK["Premium Elite Members"]  # merged key by key
+    free = tmp_path / "free.yml"
+    free.write_text("extends: airline\nplaybook:\n  New Joiners: {action: Free, cost_per_customer: 0, uplift: 0.2}\n")
+    with pytest.raises(R.RecipeError, match=r"free.yml: key playbook.New Joiners: expected .*cost_per_customer must be > 0"):
+        R.get(str(free))
 
 
 def test_recipe_extras(air, ret):

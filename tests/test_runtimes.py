@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,8 @@ class Row:
         return DeltaTable(str(self.lakehouse / "warehouse" / f"{schema}.db" / table))
 
 
-def _row(request, tmp_path_factory, wheel) -> Row:
-    row = Row(request.param, tmp_path_factory.mktemp(request.param))
+def _row(name: str, root: Path, wheel) -> Row:
+    row = Row(name, root)
     assert row.python.exists(), (f"the {row.name} runtime is missing: `make runtimes` creates {row.venv} from "
                                  f"runtimes/{row.name}.txt")
     row.install_problems = W.install(row.venv, wheel, W.notebook_modules(ROOT / "notebooks"), log=lambda *a: None)
@@ -122,9 +123,22 @@ def _row(request, tmp_path_factory, wheel) -> Row:
     return row
 
 
+@pytest.fixture(scope="session")
+def rows(request, tmp_path_factory, wheel):
+    """Every row this session tests, built at once: a row is a chain of subprocesses (pip, then one
+    papermill kernel and JVM per notebook), so one row's JVM start overlaps another's work, on two cores
+    too. Each row's failure stays its own: it is raised by the tests of that row."""
+    wanted = sorted({item.callspec.params["row"] for item in request.session.items
+                     if hasattr(item, "callspec") and "row" in item.callspec.params})
+    pool = ThreadPoolExecutor(max(1, len(wanted)))
+    futures = {name: pool.submit(_row, name, tmp_path_factory.mktemp(name), wheel) for name in wanted}
+    pool.shutdown(wait=False)
+    return futures
+
+
 @pytest.fixture(scope="module", params=ROWS)
-def row(request, tmp_path_factory, wheel):
-    return _row(request, tmp_path_factory, wheel)
+def row(request, rows):
+    return rows[request.param].result()
 
 
 def _segments(df, key):

@@ -21,7 +21,7 @@ quiet = dict(log=lambda *a, **k: None)
 
 def _features(spark, customers, seed, mixture="default"):
     tables = gold_tables(spark, customers, seed, mixture)
-    features, _ = build_features(tables[TB.KPI_CUSTOMER_VALUE])
+    features, _ = build_features(tables[TB.KPI_CUSTOMER_VALUE], inputs=tables)
     return features.cache(), tables[TB.FIXTURE_TRUTH]
 
 

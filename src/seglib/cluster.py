@@ -393,7 +393,10 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
         raise InputContractError(_too_few(k, least, customers, get(recipe)))
     recipe = get(recipe)
     no_autolog()
-    raw = driver_sample(features_df, fit_sample, seed, customers, recipe.features)
+    # The fit sample with the profile columns the names also rest on (the model sees only the features).
+    named = [c for c in recipe.naming_features if c in features_df.columns]  # profile columns when computed
+    sample = driver_sample(features_df, fit_sample, seed, customers, named)
+    raw = sample[:, :len(recipe.features)]
     if len(raw) < customers:
         log(f"fitting on a seeded sample of {len(raw):,} of {customers:,} customers (fit_sample={fit_sample:,}); "
             f"then every customer is assigned")
@@ -415,7 +418,7 @@ def fit_segments(features_df: DataFrame, k=5, seed: int = 42, transform: str = "
     # over every customer for that cost 1-1.3 s at 1M, and on two cores it does not hide behind the write
     # of the assignments (measured side by side: no faster). Spark assigns every customer once, in that
     # write (save_cluster_outputs); 04_profile profiles every customer.
-    names = assign_names(sample_zscores(raw, best.labels_, recipe), recipe)
+    names = assign_names(sample_zscores(sample, best.labels_, recipe, named), recipe)
     predictions = spec.pipeline().transform(features_df).select("customer_key", "cluster")
     return ClusterResult(spec, names, _labelled(predictions, names), score, k, best_seed, transform, customers,
                          "fit", k_param, sweep, stability, fitted_on=len(x),

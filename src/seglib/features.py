@@ -80,12 +80,15 @@ class FeatureReport:
 
 
 def build_features(customers: DataFrame, null_policy: str = "impute",
-                   recipe: str | R.Recipe = R.DEFAULT) -> tuple[DataFrame, FeatureReport]:
+                   recipe: str | R.Recipe = R.DEFAULT,
+                   inputs: dict[str, DataFrame] | None = None) -> tuple[DataFrame, FeatureReport]:
     """customer_key, the recipe's features as doubles (its SQL expressions over the customers table), its
-    scores.
+    scores, and its profile columns (names and profiles rest on them; the model does not), computed from
+    the input tables in *inputs* and joined by key.
 
     ``impute`` fills a null feature with its median (every customer gets segmented); ``drop`` leaves
-    customers with any null feature out (they are reported, and written as unsegmented).
+    customers with any null feature out (they are reported, and written as unsegmented). A null profile
+    column always gets the median: it never costs a customer their segment.
     """
     if null_policy not in NULL_POLICIES:
         raise ParameterError(f"null_policy must be one of {', '.join(NULL_POLICIES)}, got {null_policy!r}")
@@ -99,6 +102,9 @@ def build_features(customers: DataFrame, null_policy: str = "impute",
     df = src.select(F.col(key).alias("customer_key"),
                     *[F.expr(sql).cast("double").alias(name) for name, sql in rec.feature_sql.items()],
                     *[F.col(f"_was_{c}") for c in ranged], *[F.col(c).alias(f"_now_{c}") for c in ranged])
+    given = {table: customers, **(inputs or {})}
+    df = _with_profile_columns(df, rec, given)
+    named = [c for c, (t, _) in rec.profile_columns.items() if t in given]
     # One pass for all counts and quartiles, one more for the outliers beyond them.
     stats = df.agg(
         F.count("*").alias("_rows"),
@@ -106,6 +112,8 @@ def build_features(customers: DataFrame, null_policy: str = "impute",
         *[F.count_if(F.col(f"_was_{c}").isNotNull() & F.col(f"_now_{c}").isNull()).alias(f"_implausible_{c}")
           for c in ranged],
         *[F.percentile_approx(c, [0.25, 0.5, 0.75], 10_000).alias(f"_q_{c}") for c in features],
+        *[F.count_if(F.col(c).isNull()).alias(f"_null_{c}") for c in named],
+        *[F.percentile_approx(c, 0.5, 10_000).alias(f"_median_{c}") for c in named],
     ).first()
     rows_in = stats["_rows"]
     nulls = {c: stats[f"_null_{c}"] for c in features}
@@ -128,9 +136,32 @@ def build_features(customers: DataFrame, null_policy: str = "impute",
     else:
         df = df.dropna(subset=features)
         rows_out = df.count() if any(nulls.values()) else rows_in
+    notes = [f"  {c}: not computed ({t} not given): names rest on the features alone"
+             for c, (t, _) in rec.profile_columns.items() if t not in given]
+    for c in named:
+        if stats[f"_null_{c}"]:
+            median = stats[f"_median_{c}"]
+            df = df.fillna({c: float(median if median is not None else 0.0)})
+            notes.append(f"  {c}: {stats[f'_null_{c}']:,} null -> median {median if median is not None else 0:g} "
+                         f"(a profile column: names and profiles only)")
     df = df.select("*", *[score_column(F.col(s.column), s).alias(name) for name, s in rec.scores.items()])
     return df, FeatureReport(rows_in, rows_out, nulls, null_policy, imputed, implausible,
-                             {c: far[c] for c in features})
+                             {c: far[c] for c in features}, notes)
+
+
+def _with_profile_columns(df: DataFrame, rec: R.Recipe, tables: dict[str, DataFrame]) -> DataFrame:
+    """*df* (customer_key, ...) with the recipe's profile columns of the *tables* given, one left join each."""
+    by_table: dict[str, list[tuple[str, str]]] = {}
+    for name, (table, sql) in rec.profile_columns.items():
+        by_table.setdefault(table, []).append((name, sql))
+    for table, columns in by_table.items():
+        if table not in tables:
+            continue  # a direct call without that table: reported by build_features
+        key = rec.tables[table].key
+        values = tables[table].select(F.col(key).alias("customer_key"),
+                                      *[F.expr(sql).cast("double").alias(name) for name, sql in columns])
+        df = df.join(values, "customer_key", "left")
+    return df
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +210,7 @@ def build_recipe_features(inputs: dict[str, DataFrame], recipe: str | R.Recipe =
     """The features step of *recipe*, from feature_inputs(...), by the builder the recipe names."""
     rec = R.get(recipe)
     if rec.build == "columns":
-        return build_features(inputs[rec.customers_table], null_policy, rec)
+        return build_features(inputs[rec.customers_table], null_policy, rec, inputs)
     # rfm: the customers table lists invoice lines; another input, when present, the customers' attributes.
     people = next((inputs[t] for t in rec.inputs if t != rec.customers_table and t in inputs), None)
     return build_retail_features(inputs[rec.customers_table], people, as_of or None, rfm_bins, null_policy,

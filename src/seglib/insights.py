@@ -30,6 +30,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from . import recipes as R
+from .recipes import Action
 from .errors import InputContractError, ParameterError
 
 @dataclass(frozen=True)
@@ -61,44 +62,8 @@ TOP_SHARE = 0.2          # "top 20% of customers" in the revenue concentration
 
 
 # ---------------------------------------------------------------------------------------------------
-# ROI playbook: one action per segment name, for the names both recipes produce. Costs are per
-# customer contacted, in the revenue's currency; uplift is the share of the segment's yearly revenue
-# the action is assumed to add (0.05 = +5%). Assumptions to replace with the business's own numbers.
+# ROI playbook: the recipe's (its `playbook`), one action per segment name.
 
-@dataclass(frozen=True)
-class Action:
-    action: str
-    cost_per_customer: float
-    uplift: float
-
-    def __post_init__(self):
-        if not self.cost_per_customer > 0:
-            raise ParameterError(f"{self.action}: cost_per_customer must be > 0, got {self.cost_per_customer!r}")
-        if not self.uplift >= 0:
-            raise ParameterError(f"{self.action}: uplift must be >= 0, got {self.uplift!r}")
-
-
-PLAYBOOK: dict[str, Action] = {
-    # airline clusters (naming.SIGNATURES)
-    "Premium Elite Members": Action("VIP recognition: lounge passes, priority upgrades", 25.0, 0.05),
-    "Loyal Frequent Flyers": Action("Tier-upgrade challenge and co-branded card offer", 12.0, 0.08),
-    "Occasional Travelers": Action("Route and seasonal fare offers to add a trip", 5.0, 0.06),
-    "At-Risk Customers": Action("Win-back: bonus miles on the next flight", 10.0, 0.12),
-    "New Joiners": Action("Onboarding journey: first-flight bonus points", 6.0, 0.15),
-    # retail clusters (recipes.RETAIL signatures)
-    "Top Spenders": Action("VIP early access and referral rewards", 15.0, 0.05),
-    "Steady Buyers": Action("Loyalty points multiplier and cross-sell", 8.0, 0.08),
-    "Recent First-Timers": Action("Welcome series and second-purchase coupon", 5.0, 0.15),
-    "Fading Customers": Action("Win-back discount before they lapse", 10.0, 0.12),
-    "Lapsed One-Timers": Action("Low-cost reactivation e-mail", 2.0, 0.03),
-    # retail RFM rules (rfm.py)
-    "Champions": Action("VIP early access and referral rewards", 15.0, 0.05),
-    "Loyal": Action("Loyalty points multiplier and cross-sell", 8.0, 0.08),
-    "Regular": Action("Personalised recommendations to raise frequency", 4.0, 0.06),
-    "New Customers": Action("Welcome series and second-purchase coupon", 5.0, 0.15),
-    "At Risk": Action("Win-back discount before they lapse", 10.0, 0.12),
-    "Churned": Action("Low-cost reactivation e-mail", 2.0, 0.03),
-}
 # Segments with a name the playbook does not know still get a row, marked as this default.
 DEFAULT_ACTION = Action("Generic newsletter (default: no action defined for this segment name)", 2.0, 0.02)
 
@@ -244,15 +209,14 @@ def clv_by_segment(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics[["segment", "segment_name", "customers", "avg_clv", "total_clv"]].copy()
 
 
-def roi_scenarios(metrics: pd.DataFrame, observation_years: float = OBSERVATION_YEARS,
-                  playbook: dict[str, Action] | None = None) -> pd.DataFrame:
+def roi_scenarios(metrics: pd.DataFrame, playbook: dict[str, Action],
+                  observation_years: float = OBSERVATION_YEARS) -> pd.DataFrame:
     """One row per segment present, with the playbook's action for its name (or the labelled default).
 
     yearly revenue           = segment revenue / observation_years
     expected incremental rev = uplift x yearly revenue
     cost                     = customers x cost per customer
     ROI                      = (incremental revenue - cost) / cost"""
-    playbook = PLAYBOOK if playbook is None else playbook
     rows = []
     for m in metrics.itertuples(index=False):
         key, action = match_action(m.segment_name, playbook)
@@ -398,7 +362,7 @@ class Insights:
             self.formula,
             f"assumptions: gross margin {a['gross_margin']:g}, retention {a['retention_rate']:g} "
             f"(expected lifetime {a['expected_lifetime_years']:.2f} years), observation window "
-            f"{a['observation_years']:g} years; ROI actions and costs: seglib.insights.PLAYBOOK",
+            f"{a['observation_years']:g} years; ROI actions and costs: the recipe's playbook",
         ])
 
 
@@ -430,7 +394,7 @@ def insights(segments: DataFrame, recipe: str, gross_margin: float = GROSS_MARGI
         formula=clv_formula(gross_margin, retention_rate, observation_years),
         distribution=distribution(metrics), revenue=revenue_distribution(metrics),
         concentration=revenue_concentration(values, metrics, top_share), performance=performance(metrics, recipe),
-        clv=clv_by_segment(metrics), roi=roi_scenarios(metrics, observation_years, playbook),
+        clv=clv_by_segment(metrics), roi=roi_scenarios(metrics, recipe.playbook if playbook is None else playbook, observation_years),
         extras=recipe_extras(values, metrics, recipe),
         profile=None if profile is None else segment_profiles(profile, metrics))
     result.figures = figures(result, recipe)

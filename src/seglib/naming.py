@@ -19,39 +19,80 @@ from .recipes import DEFAULT, Recipe, get
 SIGNATURES = list(get().signatures)
 
 
-def signature_distance(z: dict[str, float], signature: dict[str, float]) -> float:
-    """Mean squared distance over the features the signature speaks of."""
-    return float(np.mean([(z[f] - target) ** 2 for f, target in signature.items()]))
+# A feature whose cluster z-scores all stay within this of the population mean does not separate the
+# clusters (no spend recorded for almost anyone, say): it says nothing for or against a name.
+FLAT = 0.1
+
+
+def signature_distance(z: dict[str, float], signature: dict[str, float], flat=()) -> float:
+    """Mean squared distance over the features the signature speaks of, except *flat* ones and those
+    *z* lacks (a profile column not computed)."""
+    terms = [(z[f] - target) ** 2 for f, target in signature.items() if f not in flat and f in z]
+    return float(np.mean(terms)) if terms else 0.0
+
+
+def signature_shortfall(z: dict[str, float], signature: dict[str, float], flat=()) -> float:
+    """How far a profile falls short of a signature: like signature_distance, but going beyond a target
+    in its own direction (more flights than the premium profile asks for) is no misfit."""
+    terms = [(z[f] - t) ** 2 if t == 0 else max(0.0, (t - z[f]) * np.sign(t)) ** 2
+             for f, t in signature.items() if f not in flat and f in z]
+    return float(np.mean(terms)) if terms else 0.0
 
 
 def assign_names(zscores: dict[int, dict[str, float]], recipe: str | Recipe = DEFAULT) -> dict[int, tuple[int, str]]:
-    """cluster -> (segment id, segment name), deterministic for the same z-scores."""
+    """cluster -> (segment id, segment name), deterministic for the same z-scores.
+
+    With the recipe's ``naming.max_distance``, a cluster whose profile falls short of the signature it
+    would take by more than that (signature_shortfall) does not get the name: its name says what sets
+    it apart instead ("Members (fewer flights, lapsing)"), and its id follows the named ones."""
     recipe = get(recipe)
     signatures, traits = recipe.signatures, recipe.traits
     clusters = sorted(zscores)
-    cost = np.array([[signature_distance(zscores[c], sig) for _, sig in signatures] for c in clusters])
+    flat = {f for f in zscores[clusters[0]] if all(abs(zscores[c][f]) < FLAT for c in clusters)}
+    traits = {f: words for f, words in traits.items() if f in zscores[clusters[0]]}
+    cost = np.array([[signature_distance(zscores[c], sig, flat) for _, sig in signatures] for c in clusters])
     rows, cols = linear_sum_assignment(cost)
-    result = {clusters[r]: (int(s), signatures[s][0]) for r, s in zip(rows, cols)}
+    limit = recipe.max_distance
+
+    def fits(c, s):
+        return limit is None or signature_shortfall(zscores[c], signatures[s][1], flat) <= limit
+
+    result = {clusters[r]: (int(s), signatures[s][0]) for r, s in zip(rows, cols) if fits(clusters[r], s)}
+    unfit = [clusters[r] for r, s in zip(rows, cols) if clusters[r] not in result]
     # Clusters beyond the number of signatures: nearest signature plus the trait that differs most
     # from that signature's matched cluster; ids continue after the named ones, most points first.
-    extra = [c for c in clusters if c not in result]
+    extra = [c for c in clusters if c not in result and c not in unfit]
     extra.sort(key=lambda c: (-zscores[c][recipe.rank_feature], c))
     used = {name for _, name in result.values()}
-    for i, c in enumerate(extra):
+    next_id = len(signatures)
+    for c in extra:
         s = int(np.argmin(cost[clusters.index(c)]))
-        base_name = signatures[s][0]
         twin = next((zscores[o] for o, (sid, _) in result.items() if sid == s), None)
-        name = base_name
+        if twin is None and not fits(c, s):
+            unfit.append(c)
+            continue
+        name = signatures[s][0]
         if twin is not None:
             feature = max(traits, key=lambda f: (abs(zscores[c][f] - twin[f]), f))
             more, less = traits[feature]
-            name = f"{base_name} ({more if zscores[c][feature] > twin[feature] else less})"
-        n = 2
-        while name in used:
-            name, n = f"{name.split(' #')[0]} #{n}", n + 1
-        used.add(name)
-        result[c] = (len(signatures) + i, name)
+            name = f"{name} ({more if zscores[c][feature] > twin[feature] else less})"
+        result[c] = (next_id, _unique(name, used))
+        next_id += 1
+    # Clusters no signature fits: named by their two most distinctive traits against all customers.
+    for c in sorted(unfit, key=lambda c: (-zscores[c][recipe.rank_feature], c)):
+        words = [traits[f][0 if zscores[c][f] > 0 else 1]
+                 for f in sorted(traits, key=lambda f: (-abs(zscores[c][f]), f))[:2]]
+        result[c] = (next_id, _unique(f"{recipe.unmatched} ({', '.join(words)})", used))
+        next_id += 1
     return result
+
+
+def _unique(name: str, used: set[str]) -> str:
+    n = 2
+    while name in used:
+        name, n = f"{name.split(' #')[0]} #{n}", n + 1
+    used.add(name)
+    return name
 
 
 def _naming_scale(c: str, recipe: Recipe):
@@ -71,7 +112,8 @@ def cluster_profiles(features_df: DataFrame, assignments: DataFrame | None = Non
     df = features_df if assignments is None else features_df.join(
         assignments.select("customer_key", by, *[c for c in carry if c != by]), "customer_key")
     recipe = get(recipe)
-    features, averages = recipe.features, averages or {}
+    features = [c for c in recipe.naming_features if c in df.columns]
+    averages = averages or {}
     rows = (df.groupBy(by).agg(
         F.count("*").alias("_n"),
         *[F.sum(_naming_scale(c, recipe)).alias(f"s_{c}") for c in features],
@@ -86,20 +128,23 @@ def cluster_profiles(features_df: DataFrame, assignments: DataFrame | None = Non
     return zscores, profiles
 
 
-def sample_zscores(raw: np.ndarray, labels: np.ndarray, recipe: str | Recipe = DEFAULT) -> dict[int, dict[str, float]]:
-    """cluster_profiles' z-scores for rows on the driver: *raw* has one column per recipe feature, *labels*
-    each row's cluster. A fit names its clusters from the sample it was fitted on, with no Spark pass."""
+def sample_zscores(raw: np.ndarray, labels: np.ndarray, recipe: str | Recipe = DEFAULT,
+                   columns: list[str] | None = None) -> dict[int, dict[str, float]]:
+    """cluster_profiles' z-scores for rows on the driver: *raw* has one column per name in *columns* (the
+    recipe's features, and any profile columns computed; default: the features), *labels* each row's
+    cluster. A fit names its clusters from the sample it was fitted on, with no Spark pass."""
     recipe = get(recipe)
+    named = list(columns or recipe.features)
     values = raw.astype("float64")  # a copy: the log scale is applied in place
-    for i, c in enumerate(recipe.features):
+    for i, c in enumerate(named):
         if c in recipe.naming_log_scale:
             values[:, i] = np.log1p(np.maximum(values[:, i], 0.0))
     sums = {}
     for cluster in np.unique(labels):
         rows = values[labels == cluster]
-        sums[int(cluster)] = (len(rows), dict(zip(recipe.features, rows.sum(axis=0).tolist())),
-                              dict(zip(recipe.features, (rows * rows).sum(axis=0).tolist())))
-    return _zscores(sums, recipe.features)
+        sums[int(cluster)] = (len(rows), dict(zip(named, rows.sum(axis=0).tolist())),
+                              dict(zip(named, (rows * rows).sum(axis=0).tolist())))
+    return _zscores(sums, named)
 
 
 def _zscores(sums: dict[int, tuple[int, dict[str, float], dict[str, float]]],

@@ -16,7 +16,9 @@ def profile_segments(features_df: DataFrame, assignments: DataFrame, recipe: str
     """
     spark = features_df.sparkSession
     recipe = get(recipe)
-    averages, features = recipe.profile_averages, recipe.features
+    # A profile column (tenure, say) is only there when its input table was given to build_features.
+    averages = {k: c for k, c in recipe.profile_averages.items() if c in features_df.columns}
+    features = [c for c in recipe.naming_features if c in features_df.columns]
     zscores, profiles = cluster_profiles(features_df, assignments, by="segment", recipe=recipe, averages=averages,
                                          carry=("segment_name", "cluster"))
     total = sum(p["customers"] for p in profiles.values())

@@ -42,8 +42,10 @@ TYPES = {"string": T.StringType(), "int": T.IntegerType(), "long": T.LongType(),
 BUILDERS = ("columns", "rfm")  # columns: SQL expressions over the customers table; rfm: seglib.rfm
 
 _KEYS = {
-    "": {"extends", "name", "describes", "key", "inputs", "customers_table", "features", "segments",
-         "naming_log_scale", "traits", "rank_feature", "profile_averages", "overview", "demo", "insights", "summary", "profile_columns", "naming"},
+    "": {"extends", "name", "describes", "key", "inputs", "customers_table", "features", "profile_columns",
+         "segments", "naming", "naming_log_scale", "traits", "rank_feature", "profile_averages", "overview",
+         "demo", "insights", "summary", "playbook"},
+    "playbook.*": {"action", "cost_per_customer", "uplift"},
     "profile_columns.*": {"table", "sql"},
     "naming": {"max_distance", "unmatched"},
     "insights": {"customer", "revenue", "orders", "recency", "averages", "performance", "breakdowns", "grids"},
@@ -95,6 +97,22 @@ class Score:
 
 
 @dataclass(frozen=True)
+class Action:
+    """A playbook entry: what to do for a segment, its cost per customer contacted (in the revenue's
+    currency) and its assumed uplift (the share of the segment's yearly revenue it adds: 0.05 = +5%)."""
+    action: str
+    cost_per_customer: float
+    uplift: float
+
+    def __post_init__(self):
+        if isinstance(self.cost_per_customer, bool) or not isinstance(self.cost_per_customer, (int, float)) \
+                or not self.cost_per_customer > 0:
+            raise ParameterError(f"{self.action}: cost_per_customer must be > 0, got {self.cost_per_customer!r}")
+        if isinstance(self.uplift, bool) or not isinstance(self.uplift, (int, float)) or not self.uplift >= 0:
+            raise ParameterError(f"{self.action}: uplift must be >= 0, got {self.uplift!r}")
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     source: str                                 # the file it was read from (named in errors)
@@ -120,10 +138,12 @@ class Recipe:
     # Columns that names and profiles rest on but the model does not cluster on: name -> (input table,
     # SQL expression over it), joined to the customers by the table's key.
     profile_columns: dict = field(default_factory=dict)
-    # A cluster farther than max_distance from every signature it could take gets a name from its traits
+    # A cluster that falls short of the signature it would take by more than max_distance (mean squared
+    # z-score shortfall, naming.signature_shortfall) gets a name from its traits
     # ("<unmatched> (<trait>, <trait>)") instead of an unearned one; None: every signature is used.
     max_distance: float | None = None
     unmatched: str = "Customers"
+    playbook: dict[str, Action] = field(default_factory=dict)  # segment name -> the ROI action (insights)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -397,6 +417,13 @@ def _build(path: Path, d: dict) -> Recipe:
     if not isinstance(key, str) or not _IDENTIFIER.match(key):
         fail("key", "the customer column's name")
     naming = d.get("naming") or {}
+    playbook = {}
+    for name, spec in (d.get("playbook") or {}).items():
+        try:
+            playbook[str(name)] = Action(str(spec["action"]), spec["cost_per_customer"], spec["uplift"])
+        except (KeyError, TypeError, ParameterError) as e:
+            fail(f"playbook.{name}", "action (text), cost_per_customer (a number > 0) and uplift (a number >= 0)"
+                 + (f": {e}" if isinstance(e, ParameterError) else ""))
     summary = d.get("summary") or {}
     for name, spec in summary.items():
         if not (_IDENTIFIER.match(str(name)) and isinstance(spec, list) and len(spec) == 2
@@ -411,7 +438,8 @@ def _build(path: Path, d: dict) -> Recipe:
         profile_averages={str(k): str(v) for k, v in averages.items()}, overview=dict(d.get("overview") or {}),
         demo=dict(d.get("demo") or {}), insights=dict(d.get("insights") or {}),
         summary={str(k): (v[0], v[1]) for k, v in summary.items()}, profile_columns=profile_columns,
-        max_distance=_max_distance(naming.get("max_distance"), fail), unmatched=str(naming.get("unmatched", "Customers")))
+        max_distance=_max_distance(naming.get("max_distance"), fail), unmatched=str(naming.get("unmatched", "Customers")),
+        playbook=playbook)
 
 
 def _max_distance(value, fail) -> float | None:
