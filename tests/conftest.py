@@ -19,6 +19,22 @@ os.environ["SEGLIB_SERVER_IDLE"] = "0"
 ONE_RUN_JVM = {"SEGLIB_JAVA_OPTS": os.environ.get("SEGLIB_JAVA_OPTS", "-XX:TieredStopAtLevel=1")}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_rows(request, tmp_path_factory):
+    """The runtime matrix's rows (runtime_rows, test_runtimes), started with the session when a test of
+    theirs is selected, so they build beside the rest of the suite: row name -> its future Row. At the
+    session's end a row still building stops at its next notebook."""
+    names = sorted({item.callspec.params["row"] for item in request.session.items
+                    if "row" in getattr(getattr(item, "callspec", None), "params", {})})
+    if not names:
+        yield {}
+        return
+    from runtime_rows import start
+    rows, stop = start(names, tmp_path_factory)
+    yield rows
+    stop.set()
+
+
 @pytest.fixture(scope="session")
 def lakehouse(tmp_path_factory):
     return tmp_path_factory.mktemp("lakehouse")

@@ -1,144 +1,35 @@
 """The runtime matrix: the notebooks on the Spark and Delta of each platform seglib supports.
 
-Each row is a venv that `make runtimes` makes from runtimes/<row>.txt: the platform's pyspark, Delta
-and libraries. The seglib wheel goes on top with its dependencies, as a cluster library or a Fabric
-Environment installs it; then the notebooks run one after another with papermill, each in its own
-kernel with its own classic Spark session, as a person or a Fabric pipeline runs them (no `seglib run`,
-no Spark Connect server). On each row: the demo data, the segmentation job (fit, then `mode=score`) and
-the retail recipe, compared with the default run (conftest's published demo and test_retail_e2e's
-run, on the local Spark 4.1 through Spark Connect): same inputs, same segment ids and names. The
-fail-safe cases run on the Spark 3.5 row too.
+Each row (runtime_rows) runs, with the seglib wheel installed over the platform's pyspark and Delta,
+the demo data, the segmentation job (fit, then `mode=score` through `seglib run`) and the retail
+recipe, with papermill and a classic Spark session per notebook (no Spark Connect server). Here they
+are compared with the default run (conftest's published demo and test_retail_e2e's run, on the local
+Spark 4.1 through Spark Connect): same inputs, same segment ids and names. The fail-safe cases run on
+the Spark 3.5 row too.
 """
-import json
-import os
 import shutil
 import subprocess
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_CUSTOMERS, ONE_RUN_JVM
+from conftest import DEMO_CUSTOMERS
 from deltalake import DeltaTable, write_deltalake
+from runtime_rows import FIT, GOLD, RETAIL_CUSTOMERS, RETAIL_SEED, ROOT, ROWS
 
-from seglib import bundle as B
 from seglib import tables as TB
-from seglib import wheel as W
-from seglib.local.runner import SEGMENTATION_JOB, declared_parameters, job_notebooks, job_params, notebook_parameters
+from seglib.local.runner import SEGMENTATION_JOB, job_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.matrix]
 
-ROOT = Path(__file__).resolve().parents[1]
-ROWS = sorted(p.stem for p in (ROOT / "runtimes").glob("*.txt"))
 FAILSAFE_ROWS = {"spark35"}
-# The default run's parameters (conftest.DEMO_PARAMS; MLflow is off there and absent here).
-FIT = {"n_init": "2", "stability_runs": "1", "mlflow_tracking": "off"}
-RETAIL_CUSTOMERS, RETAIL_SEED = 800, 5  # test_retail_e2e's run
-GOLD = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION, TB.GOLD_RUNS]
-
-
-@pytest.fixture(scope="session")
-def wheel(tmp_path_factory):
-    return W.build(ROOT, tmp_path_factory.mktemp("wheel"))
-
-
-class Row:
-    """One runtime's venv, with a lakehouse of its own; runs notebooks there with papermill."""
-
-    def __init__(self, name: str, root: Path):
-        self.name, self.root = name, root
-        self.venv = ROOT / ".runtimes" / name
-        self.python = self.venv / "bin" / "python"
-        self.lakehouse = root / "lakehouse"
-        self.timings: dict[str, float] = {}
-        self.bundle = B.load(ROOT)
-
-    def notebook(self, stem: str, params: dict, env: dict | None = None, label: str = "") -> subprocess.CompletedProcess:
-        path = ROOT / "notebooks" / f"{stem}.ipynb"
-        out = self.root / "runs" / (label or "run") / path.name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        values = notebook_parameters({**params, "lakehouse": str(self.lakehouse)}, declared_parameters(path))
-        (out.parent / f"{stem}.json").write_text(json.dumps(values))
-        start = time.perf_counter()
-        proc = subprocess.run([str(self.python), "-m", "papermill", str(path), str(out), "-f",
-                               str(out.parent / f"{stem}.json"), "-k", "python3", "--cwd", str(out.parent),
-                               "--no-progress-bar"], capture_output=True, text=True, timeout=1200,
-                              env={**self.env(), **(env or {})})
-        self.timings[f"{label}/{stem}"] = time.perf_counter() - start
-        return proc
-
-    def env(self) -> dict:
-        """Nothing of the test process's Spark (Connect server address, token) or source tree leaks in: the
-        kernel imports seglib from the installed wheel and starts its own Spark."""
-        keep = {k: v for k, v in os.environ.items()
-                if not k.startswith(("SPARK_", "PYSPARK_", "SEGLIB_", "JUPYTER", "PYTHONPATH", "VIRTUAL_ENV"))}
-        return {**keep, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}", "SEGLIB_SERVER_IDLE": "0", **ONE_RUN_JVM}
-
-    def job(self, label: str, overrides: dict, env: dict | None = None, start_at: str | None = None) -> None:
-        """The segmentation job's notebooks in task order, each in its own papermill run; stops at the first
-        failure with its error."""
-        params = job_params(self.bundle, SEGMENTATION_JOB, overrides, str(self.lakehouse))
-        params["run_id"] = label
-        for path in job_notebooks(self.bundle, SEGMENTATION_JOB, start_at):
-            proc = self.notebook(path.stem, params, env=env, label=label)
-            assert proc.returncode == 0, f"{self.name}: {label}/{path.stem} failed:\n{proc.stderr[-4000:]}"
-
-    def table(self, schema: str, table: str) -> DeltaTable:
-        return DeltaTable(str(self.lakehouse / "warehouse" / f"{schema}.db" / table))
-
-
-def _row(name: str, root: Path, wheel) -> Row:
-    row = Row(name, root)
-    assert row.python.exists(), (f"the {row.name} runtime is missing: `make runtimes` creates {row.venv} from "
-                                 f"runtimes/{row.name}.txt")
-    row.install_problems = W.install(row.venv, wheel, W.notebook_modules(ROOT / "notebooks"), log=lambda *a: None)
-    assert not row.install_problems, row.install_problems
-    started = time.perf_counter()
-    demo = {"schema": "contoso", "recipe": "airline", "customers": DEMO_CUSTOMERS, "seed": 42}
-    proc = row.notebook("00_generate_demo_data", demo, label="demo")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    row.job("fit", {"schema": "contoso", **FIT})
-    row.fit = {t: row.table("contoso", t).to_pandas() for t in GOLD}
-    # The refresh through `seglib run` (the runner extra beside the platform's Spark): on these runtimes it
-    # falls back to a classic session per notebook by itself.
-    extra = subprocess.run([str(row.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                            f"{wheel}[runner]"], capture_output=True, text=True)
-    assert extra.returncode == 0, extra.stderr[-3000:]
-    start = time.perf_counter()
-    row.score = subprocess.run([str(row.venv / "bin" / "seglib"), "run", "--lakehouse", str(row.lakehouse),
-                                "--schema", "contoso", "--output", str(row.root / "runs" / "score"),
-                                "--bundle", str(ROOT), "--param", "mode=score",
-                                *[f"--param={k}={v}" for k, v in FIT.items()]],
-                               capture_output=True, text=True, timeout=3000, cwd=row.root,
-                               env={**row.env(), "PYTHONUNBUFFERED": "1"})
-    row.timings["score/seglib run"] = time.perf_counter() - start
-    assert row.score.returncode == 0, row.score.stdout[-3000:] + row.score.stderr[-3000:]
-    retail = {"schema": "shop", "recipe": "retail", "customers": RETAIL_CUSTOMERS, "seed": RETAIL_SEED}
-    proc = row.notebook("00_generate_demo_data", retail, label="retail-demo")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    row.job("retail", {"schema": "shop", "recipe": "retail", **FIT})
-    row.elapsed = time.perf_counter() - started
-    print(f"\n[{row.name}] {row.elapsed:.0f} s for {len(row.timings)} notebooks: "
-          + ", ".join(f"{k} {v:.0f}" for k, v in row.timings.items()))
-    return row
-
-
-@pytest.fixture(scope="session")
-def rows(request, tmp_path_factory, wheel):
-    """Every row this session tests, built at once: a row is a chain of subprocesses (pip, then one
-    papermill kernel and JVM per notebook), so one row's JVM start overlaps another's work, on two cores
-    too. Each row's failure stays its own: it is raised by the tests of that row."""
-    wanted = sorted({item.callspec.params["row"] for item in request.session.items
-                     if hasattr(item, "callspec") and "row" in item.callspec.params})
-    pool = ThreadPoolExecutor(max(1, len(wanted)))
-    futures = {name: pool.submit(_row, name, tmp_path_factory.mktemp(name), wheel) for name in wanted}
-    pool.shutdown(wait=False)
-    return futures
 
 
 @pytest.fixture(scope="module", params=ROWS)
-def row(request, rows):
-    return rows[request.param].result()
+def row(request, runtime_rows):
+    """The row, once built (conftest starts every selected row with the session)."""
+    row = runtime_rows[request.param].result()
+    print(f"\n{row.summary()}")
+    return row
 
 
 def _segments(df, key):
