@@ -1,8 +1,13 @@
 """Notebook parameters: widgets on Databricks, the parameters cell elsewhere; typed and checked."""
+import ast
+import itertools
+import re
+from pathlib import Path
+
 import pytest
 
 from seglib.errors import ParameterError
-from seglib.params import notebook_params
+from seglib.params import PARAMS, notebook_params
 
 
 class Widgets:
@@ -69,3 +74,35 @@ def test_only_declared_parameters_are_touched():
     ns = {"schema": "s1", "other": "x"}
     assert notebook_params(ns) == {"schema": "s1"}
     assert ns["other"] == "x"
+
+
+def _readme_parameter_table() -> dict[str, str]:
+    """The README's parameter table: name -> the default it states, for rows stating plain defaults."""
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    start = lines.index("| parameter | default | meaning |") + 2
+    table = {}
+    for line in itertools.takewhile(lambda s: s.startswith("|"), lines[start:]):
+        cells = line.split("|")
+        names = re.findall(r"`([a-z_]+)`", cells[1])
+        defaults = re.findall(r"`([^`]*)`", cells[2])
+        for i, name in enumerate(names):
+            # "job: `{{job.run_id}}`" is not a notebook default; `""` stands for the empty text.
+            table[name] = None if cells[2].strip().startswith("job:") else defaults[i].replace('""', "")
+    return table
+
+
+def test_the_readme_documents_every_parameter_with_the_notebooks_default():
+    """PARAMS is the list of parameters: the README names each of them (in its table, or in the section
+    on OneLake paths and secrets), its table names no other, and states the notebooks' defaults."""
+    import papermill as pm
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = _readme_parameter_table()
+    assert set(table) <= set(PARAMS), set(table) - set(PARAMS)
+    assert [name for name in PARAMS if f"`{name}`" not in readme] == []
+    defaults = {}
+    for notebook in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        for name, p in pm.inspect_notebook(str(notebook)).items():
+            defaults.setdefault(name, set()).add(str(ast.literal_eval(p["default"])))
+    assert all(len(values) == 1 for values in defaults.values()), defaults  # one default per parameter
+    stated = {name: value for name, value in table.items() if value is not None}
+    assert stated and {name: defaults[name].copy().pop() for name in stated} == stated
