@@ -212,6 +212,10 @@ def test_the_playbook_is_read_from_the_recipe_file(tmp_path):
     free.write_text("extends: airline\nplaybook:\n  New Joiners: {action: Free, cost_per_customer: 0, uplift: 0.2}\n")
     with pytest.raises(R.RecipeError, match=r"free.yml: key playbook.New Joiners: expected .*cost_per_customer must be > 0"):
         R.get(str(free))
+    typo = tmp_path / "typo.yml"
+    typo.write_text("extends: airline\nplaybook:\n  New Joiners: {action: Call, cost_per_customer: 1, uplift: 0.2, upflit: 1}\n")
+    with pytest.raises(R.RecipeError, match=r"typo.yml: key playbook.New Joiners.upflit is unknown"):
+        R.get(str(typo))
 
 
 def test_recipe_extras(air, ret):

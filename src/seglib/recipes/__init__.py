@@ -255,6 +255,15 @@ def _read(path: Path) -> dict:
     return data
 
 
+def _check_entries(path: Path, entries: dict, at: str, expected: str = "") -> None:
+    """A mapping of named entries (input tables, scores, profile columns, playbook actions): each entry is
+    a mapping whose keys are checked against *at*.*."""
+    for name, spec in entries.items():
+        if not isinstance(spec, dict):
+            raise RecipeError(f"recipe file {path}: key {at}.{name} must be a mapping{expected}")
+        _check_keys(path, spec, f"{at}.{name}")
+
+
 def _check_keys(path: Path, data: dict, at: str) -> None:
     """Unknown keys stop the run: a typo would otherwise be ignored silently."""
     allowed = _KEYS.get(re.sub(r"\.[^.\[]+$", ".*", at) if at.count(".") else at, _KEYS.get(at))
@@ -264,18 +273,12 @@ def _check_keys(path: Path, data: dict, at: str) -> None:
                 raise RecipeError(f"recipe file {path}: key {_join(at, key)} is unknown; expected one of "
                                   f"{', '.join(sorted(allowed))}")
     for key, value in data.items():
-        here = _join(at, key)
-        if key in ("inputs",) and isinstance(value, dict):
-            for table, spec in value.items():
-                if not isinstance(spec, dict):
-                    raise RecipeError(f"recipe file {path}: key {here}.{table} must be a mapping")
-                _check_keys(path, spec, f"inputs.{table}")
+        if key in ("inputs", "playbook") and isinstance(value, dict):
+            _check_entries(path, value, key)
         elif key == "features" and isinstance(value, dict):
             _check_keys(path, value, "features")
-            for name, score in (value.get("scores") or {}).items():
-                if not isinstance(score, dict):
-                    raise RecipeError(f"recipe file {path}: key features.scores.{name} must be a mapping")
-                _check_keys(path, score, f"features.scores.{name}")
+            if isinstance(value.get("scores"), dict):
+                _check_entries(path, value["scores"], "features.scores")
         elif key == "segments" and isinstance(value, list):
             for i, seg in enumerate(value):
                 if not isinstance(seg, dict):
@@ -284,10 +287,7 @@ def _check_keys(path: Path, data: dict, at: str) -> None:
         elif key in ("overview", "demo", "naming") and isinstance(value, dict):
             _check_keys(path, value, key)
         elif key == "profile_columns" and isinstance(value, dict):
-            for name, spec in value.items():
-                if not isinstance(spec, dict):
-                    raise RecipeError(f"recipe file {path}: key profile_columns.{name} must be a mapping with table and sql")
-                _check_keys(path, spec, f"profile_columns.{name}")
+            _check_entries(path, value, key, " with table and sql")
         elif key == "insights" and isinstance(value, dict):
             _check_keys(path, value, "insights")
             if isinstance(value.get("performance"), dict):
