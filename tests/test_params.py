@@ -1,12 +1,12 @@
 """Notebook parameters: widgets on Databricks, the parameters cell elsewhere; typed and checked."""
-import ast
-import itertools
-import re
+import shutil
 from pathlib import Path
 
 import pytest
 
+from seglib.bundle import BundleError
 from seglib.errors import ParameterError
+from seglib import param_files
 from seglib.params import PARAMS, notebook_params
 
 
@@ -76,33 +76,70 @@ def test_only_declared_parameters_are_touched():
     assert ns["other"] == "x"
 
 
-def _readme_parameter_table() -> dict[str, str]:
-    """The README's parameter table: name -> the default it states, for rows stating plain defaults."""
-    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
-    start = lines.index("| parameter | default | meaning |") + 2
-    table = {}
-    for line in itertools.takewhile(lambda s: s.startswith("|"), lines[start:]):
-        cells = line.split("|")
-        names = re.findall(r"`([a-z_]+)`", cells[1])
-        defaults = re.findall(r"`([^`]*)`", cells[2])
-        for i, name in enumerate(names):
-            # "job: `{{job.run_id}}`" is not a notebook default; `""` stands for the empty text.
-            table[name] = None if cells[2].strip().startswith("job:") else defaults[i].replace('""', "")
-    return table
+ROOT = Path(__file__).resolve().parents[1]
+MADE = ["databricks.yml", ".env.example", "README.md", "resources", "notebooks", "dashboards", "recipes"]
 
 
-def test_the_readme_documents_every_parameter_with_the_notebooks_default():
-    """PARAMS is the list of parameters: the README names each of them (in its table, or in the section
-    on OneLake paths and secrets), its table names no other, and states the notebooks' defaults."""
+def test_every_default_is_a_valid_value():
+    for name, p in PARAMS.items():
+        p.parse(p.default)  # raises ParameterError, naming the parameter, on a bad default
+        assert p.kind in {"str", "int", "float"}, name
+
+
+def test_the_files_made_from_the_parameter_table_are_current():
+    """The notebooks' parameters cells, the variables' descriptions, .env.example and the README's table."""
+    assert param_files.stale(ROOT) == []
+
+
+def test_a_help_text_papermill_cannot_read_is_refused(monkeypatch):
+    """papermill skips a parameters line whose comment holds "=": the parameter would go unseen."""
+    import dataclasses
+    monkeypatch.setitem(PARAMS, "k", dataclasses.replace(PARAMS["k"], help="k=auto sweeps"))
+    with pytest.raises(BundleError, match="papermill cannot read the line of parameter k"):
+        param_files.render(ROOT)
+
+
+@pytest.fixture
+def repository(tmp_path):
+    for name in MADE:
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    return tmp_path
+
+
+def test_a_hand_edit_is_found_and_seglib_params_puts_the_table_back(repository):
+    edits = {"notebooks/03_cluster.ipynb": ('k: str = \\"5\\"', 'k: str = \\"6\\"'),
+             "databricks.yml": ("description: number of segments", "description: how many segments"),
+             ".env.example": ("BUNDLE_VAR_k=5  ", "BUNDLE_VAR_k=6  "),
+             "README.md": ("| `k` | `5` | 03 |", "| `k` | `6` | 03 |")}
+    for name, (old, new) in edits.items():
+        text = (repository / name).read_text()
+        assert old in text, (name, old)
+        (repository / name).write_text(text.replace(old, new, 1))
+    assert sorted(p.split(" ")[0] for p in param_files.stale(repository)) == sorted(edits)
+    assert sorted(str(p.relative_to(repository)) for p in param_files.write(repository)) == sorted(edits)
+    for name in edits:
+        assert (repository / name).read_text() == (ROOT / name).read_text(), name
+    assert param_files.stale(repository) == []
+
+
+def test_a_parameter_is_described_once_and_reaches_every_file(repository, monkeypatch):
+    """Changing a row of PARAMS changes the notebooks that read it, the variable, .env.example and the README;
+    a task that reads it gets it in its notebook's parameters cell."""
+    import dataclasses
     import papermill as pm
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    table = _readme_parameter_table()
-    assert set(table) <= set(PARAMS), set(table) - set(PARAMS)
-    assert [name for name in PARAMS if f"`{name}`" not in readme] == []
-    defaults = {}
-    for notebook in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
-        for name, p in pm.inspect_notebook(str(notebook)).items():
-            defaults.setdefault(name, set()).add(str(ast.literal_eval(p["default"])))
-    assert all(len(values) == 1 for values in defaults.values()), defaults  # one default per parameter
-    stated = {name: value for name, value in table.items() if value is not None}
-    assert stated and {name: defaults[name].copy().pop() for name in stated} == stated
+    k = dataclasses.replace(PARAMS["k"], help="how many segments", tasks=("cluster", "profile"))
+    monkeypatch.setitem(PARAMS, "k", k)
+    written = {str(p.relative_to(repository)) for p in param_files.write(repository)}
+    assert written == {"notebooks/03_cluster.ipynb", "notebooks/04_profile.ipynb", "databricks.yml", ".env.example",
+                       "README.md"}
+    for notebook in ("03_cluster", "04_profile"):
+        declared = pm.inspect_notebook(str(repository / "notebooks" / f"{notebook}.ipynb"))["k"]
+        assert (declared["inferred_type_name"], declared["default"], declared["help"]) == \
+            ("str", '"5"', "how many segments")
+    assert "  k:\n    description: how many segments\n" in (repository / "databricks.yml").read_text()
+    assert "BUNDLE_VAR_k=5                         # how many segments\n" in (repository / ".env.example").read_text()
+    assert "| `k` | `5` | 03-04 | how many segments |" in (repository / "README.md").read_text()
+    # the job passes k, but profile's notebook now reads it too: nothing else to change in the job YAML
+    from seglib.validate import check
+    assert check(repository) == []

@@ -132,6 +132,21 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    from . import param_files
+    from .bundle import find_root
+    root = args.bundle or find_root()
+    if args.check:
+        problems = param_files.stale(root)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1 if problems else 0
+    written = param_files.write(root)
+    _log("rewrote " + ", ".join(str(p.relative_to(root)) for p in written) if written
+         else "the parameters cells, databricks.yml, .env.example and README.md already match seglib.params")
+    return 0
+
+
 def cmd_remote_run(args) -> int:
     from . import bundle as B
     from .remote import remote_run  # imports databricks-sdk (slow); only this command needs it
@@ -240,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a venv holding a platform's pyspark (e.g. .runtimes/spark35) to install the wheel into "
                         "with its dependencies (default: a temporary one with pyspark 3.5.5)")
     v.set_defaults(func=cmd_validate)
+    pa = sub.add_parser("params", help="rewrite what is made from seglib.params: the notebooks' parameters cells, "
+                                       "the bundle variables' descriptions, .env.example, the README's table")
+    pa.add_argument("--bundle", type=Path, help="folder with databricks.yml (default: found from the cwd)")
+    pa.add_argument("--check", action="store_true", help="write nothing; fail if a file is stale")
+    pa.set_defaults(func=cmd_params)
     ia = sub.add_parser("import-airline", help="build the four Gold tables from the lab's flight.csv (plain or .gz)")
     ia.add_argument("flight_csv", metavar="FLIGHT_CSV", help="the lab's 23-column member file (CSV, or CSV.gz)")
     _add_common(ia)

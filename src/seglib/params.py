@@ -147,42 +147,93 @@ def _k_range(value):
 
 @dataclass(frozen=True)
 class Param:
+    """One row of the parameter table, the one place a parameter is described: the notebooks' parameters
+    cells, the bundle variables' descriptions, `.env.example` and the README's table are made from it
+    (`seglib params`), and `seglib validate` checks the jobs against it."""
     parse: Callable[[Any], Any]
-    help: str
+    default: Any  # the notebooks' default; its type is the type the parameters cell declares
+    tasks: tuple[str, ...]  # the job tasks (task keys) whose notebooks read it
+    help: str  # one line: the parameters cells, the bundle variables, .env.example
+    more: str = ""  # the README adds it to the line
 
+    @property
+    def kind(self) -> str:
+        return type(self.default).__name__
+
+
+ALL = ("generate", "load", "features", "cluster", "profile", "write", "insights")  # every notebook
+STAGES = ALL[1:]  # the segmentation job's notebooks
 
 PARAMS: dict[str, Param] = {
-    "catalog": Param(_identifier("catalog", optional=True), "Unity Catalog catalog; empty = the session's default"),
-    "schema": Param(_identifier("schema"), "schema holding the Gold tables and the outputs"),
-    "lakehouse": Param(_text, "local runs only: folder of the Delta warehouse and catalog"),
-    "recipe": Param(_recipe, "airline (the Contoso Gold layer), retail (transactions, RFM) or a recipe file (.yml)"),
-    "as_of": Param(_as_of, "retail: the date recency is measured to, YYYY-MM-DD; empty = the day after the last transaction"),
-    "rfm_bins": Param(_rfm_bins, "retail: score bins for R, F and M, 4 or 5"),
-    "null_policy": Param(_choice("null_policy", _null_policies), "impute or drop"),
-    "mode": Param(_choice("mode", _modes), "fit (refit the model) or score (apply the saved model)"),
-    "k": Param(_k, "number of segments, or auto"),
-    "k_range": Param(_k_range, "the k values k=auto tries, e.g. 3-8"),
-    "n_init": Param(_int("n_init", 1), "KMeans restarts; the lowest-cost fit wins"),
-    "stability_runs": Param(_int("stability_runs", 0), "refits on half-samples to measure stability; 0 = skip"),
-    "fit_sample": Param(_fit_sample, "customers the model is fitted on (a seeded sample), 1000-2000000"),
-    "mlflow_tracking": Param(_choice("mlflow_tracking", _trackings), "MLflow run of the fit: auto (when installed), on (required) or off"),
-    "run_id": Param(_pattern("run_id", r"[A-Za-z0-9_.:-]+"), "this run's id; empty = generated"),
-    "seed": Param(_int("seed", 0), "random seed"),
-    "feature_transform": Param(_choice("feature_transform", _transforms), "log1p or none"),
-    "model_path": Param(_text, "where the fitted model goes; empty = seglib's default"),
-    # 06_insights: the CLV and ROI assumptions (seglib.insights states the formula)
-    "gross_margin": Param(_number("gross_margin", 0, 1), "share of revenue kept as gross profit, in (0, 1)"),
-    "retention_rate": Param(_number("retention_rate", 0, 1),
-                            "yearly probability a customer stays, in (0, 1); expected lifetime 1/(1 - r) years"),
-    "observation_years": Param(_number("observation_years", 0), "years the gold revenue and purchase counts cover"),
-    "customers": Param(_int("customers", 1), "demo members to generate"),
-    "source_path": Param(_path("source_path"), "folder of the Gold input Delta tables; empty = catalog tables"),
-    "target_path": Param(_path("target_path"), "folder seglib writes its Delta tables to; empty = catalog tables"),
+    "catalog": Param(_identifier("catalog", optional=True), "", ALL,
+                     "Unity Catalog catalog; empty means the session's default (Fabric, local)"),
+    "schema": Param(_identifier("schema"), "contoso", ALL, "schema of the Gold tables and of the outputs"),
+    "lakehouse": Param(_text, ".lakehouse", ALL, "local runs only: the folder of the Delta warehouse and catalog",
+                       "never a job parameter"),
+    "recipe": Param(_recipe, "airline", ALL,
+                    "airline (the Contoso Gold layer), retail (invoice lines, RFM) or a recipe file (.yml)",
+                    'see "The retail recipe" and "Your own tables: recipe files", e.g. `recipes/my_orders.yml`'),
+    "customers": Param(_int("customers", 1), 62988, ("generate",),
+                       "demo customers to generate; the public airline file has 62,988 members"),
+    "null_policy": Param(_choice("null_policy", _null_policies), "impute", ("features",),
+                         "impute (a null feature gets the column median) or drop",
+                         "with `drop`, customers with a null feature are written as segment -1, "
+                         '"Unsegmented (incomplete data)"'),
+    "as_of": Param(_as_of, "", ("features",),
+                   "retail: the day recency is measured to, YYYY-MM-DD; empty means the day after the last transaction",
+                   "never the wall clock, so a rerun gives the same scores"),
+    "rfm_bins": Param(_rfm_bins, 4, ("features",), "retail: score bins for R, F and M, 4 or 5",
+                      "4 as in the accelerator"),
+    "mode": Param(_choice("mode", _modes), "fit", ("cluster",),
+                  "fit (refit and save the model) or score (apply the saved model)",
+                  "`score` keeps the fit's segment ids and names"),
+    "k": Param(_k, "5", ("cluster",), "number of segments (a whole number, at least 2), or auto"),
+    "k_range": Param(_k_range, "3-8", ("cluster",), "the k values that k auto tries",
+                     "it picks the fewest segments whose silhouette is within 0.01 of the best"),
+    "seed": Param(_int("seed", 0), 42, ("generate", "cluster"),
+                  "random seed: the first KMeans seed, and the demo generator's"),
+    "n_init": Param(_int("n_init", 1), 3, ("cluster",), "KMeans restarts; the lowest-cost fit wins",
+                    "restarts use seeds `seed`, `seed+1`, ..."),
+    "stability_runs": Param(_int("stability_runs", 0), 2, ("cluster",),
+                            "refits on half-samples that measure stability; 0 skips it"),
+    "fit_sample": Param(_fit_sample, 50000, ("cluster",),
+                        "customers the model is fitted on (a seeded sample, 1000-2000000); then all are assigned"),
+    "feature_transform": Param(_choice("feature_transform", _transforms), "log1p", ("cluster",),
+                               "log1p (counts and amounts enter as log(1 + x / median)) or none (the lab's scaling)"),
+    "model_path": Param(_text, "", ("cluster",), "where the fitted model goes; empty means seglib's default",
+                        "that is `<lakehouse>/models/<schema>/segmentation` locally, the volume "
+                        "`/Volumes/<catalog>/<schema>/seglib_models/segmentation` on Databricks (created if "
+                        "missing), `Files/seglib_models/<schema>/segmentation` in Fabric"),
+    "mlflow_tracking": Param(_choice("mlflow_tracking", _trackings), "auto", ("cluster",),
+                             "MLflow run of the fit: auto (when MLflow is installed), on (required) or off",
+                             "it records the parameters, silhouette, stability, segment shares, model files and "
+                             "figures. Locally the store is `<lakehouse>/mlflow.db` (`mlflow ui "
+                             "--backend-store-uri sqlite:///.lakehouse/mlflow.db`); Databricks and Fabric use "
+                             "their own"),
+    "run_id": Param(_pattern("run_id", r"[A-Za-z0-9_.:-]+"), "", ("write", "insights"),
+                    "this run's id, on both gold tables and in the run log; empty means one is generated",
+                    "the job passes its run id; `seglib run` its run folder's name"),
+    "source_path": Param(_path("source_path"), "", STAGES,
+                         "folder of the Gold input Delta tables, e.g. abfss://...; empty means catalog tables",
+                         'see "Cross-workspace mode"'),
+    "target_path": Param(_path("target_path"), "", STAGES,
+                         "folder seglib writes its Delta tables to; empty means catalog tables"),
     # A Databricks secret scope, or on Fabric the Key Vault URL; the keys name secrets in it.
-    "secret_scope": Param(_pattern("secret_scope", r"[A-Za-z0-9_.:/-]+"), "secret scope (or Key Vault URL)"),
-    "tenant_id_key": Param(_pattern("tenant_id_key", _KEY), "secret holding the service principal's tenant id"),
-    "client_id_key": Param(_pattern("client_id_key", _KEY), "secret holding the service principal's client id"),
-    "client_secret_key": Param(_pattern("client_secret_key", _KEY), "secret holding the client secret"),
+    "secret_scope": Param(_pattern("secret_scope", r"[A-Za-z0-9_.:/-]+"), "", STAGES,
+                          "secret scope (on Fabric the Key Vault URL) holding the service principal for abfss paths"),
+    "tenant_id_key": Param(_pattern("tenant_id_key", _KEY), "", STAGES,
+                           "name of the secret holding the service principal's tenant id"),
+    "client_id_key": Param(_pattern("client_id_key", _KEY), "", STAGES,
+                           "name of the secret holding the service principal's client id"),
+    "client_secret_key": Param(_pattern("client_secret_key", _KEY), "", STAGES,
+                               "name of the secret holding the service principal's client secret"),
+    # The insights' CLV and ROI assumptions (seglib.insights states the formula).
+    "gross_margin": Param(_number("gross_margin", 0, 1), 0.3, ("insights",),
+                          "share of revenue kept as gross profit, in (0, 1)"),
+    "retention_rate": Param(_number("retention_rate", 0, 1), 0.6, ("insights",),
+                            "yearly probability a customer stays, in (0, 1); expected lifetime 1/(1 - r) years"),
+    "observation_years": Param(_number("observation_years", 0), 2.0, ("insights",),
+                               "years the gold revenue and purchase counts cover"),
 }
 
 

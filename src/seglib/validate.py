@@ -42,6 +42,7 @@ def check(root: Path | None = None) -> list[str]:
     bundle.target = None
     problems += _dashboards_per_recipe(bundle)
     problems += _recipe_files(bundle.root)
+    problems += _made_from_params(bundle.root)
     for job in bundle.resources("jobs"):
         problems += _job(bundle, job)
     return sorted(set(problems), key=problems.index)
@@ -140,6 +141,15 @@ def _recipe_files(root: Path) -> list[str]:
         except RecipeError as e:
             problems.append(str(e))
     return problems
+
+
+def _made_from_params(root: Path) -> list[str]:
+    """The files made from seglib.params (notebooks' parameters cells, variables, .env.example, README)."""
+    from . import param_files
+    try:
+        return param_files.stale(root)
+    except B.BundleError as e:
+        return [str(e)]
 
 
 def _task_compute(job: str, spec: dict, need_compute: bool = False) -> list[str]:
