@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LAKEHOUSE ?= .lakehouse
 SCHEMA    ?= contoso
 
-.PHONY: install demo test test-fast runtimes bench clean check-java
+.PHONY: install demo test test-fast test-unit runtimes bench clean check-java
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17+ is required by Spark 4 and was not found on PATH. Install a JDK 17 or newer (e.g. apt-get install openjdk-17-jdk-headless) and retry."; exit 1; }
@@ -45,6 +45,10 @@ runtimes: $(RUNTIMES:%=$(RUNTIME_DIR)/%/.installed)
 test: install runtimes
 	$(BIN)/seglib validate --runtime $(RUNTIME_DIR)/spark35
 	$(BIN)/python -m pytest
+
+# Seconds: the tests that start no JVM (parameters, notebooks as files, the bundle, the runner, maths).
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
 
 # The edit loop: no runtime matrix, no wheel install.
 test-fast: install

@@ -1,5 +1,9 @@
 """One local Spark session (Delta + Hive catalog in a temporary lakehouse) for the whole test run, and
-one published demo lakehouse for the end-to-end modules."""
+one published demo lakehouse for the end-to-end modules.
+
+The tests mirror the layout: unit/ needs no JVM (seconds), stages/ runs one stage module on real Spark and
+Delta in this process, e2e/ runs the notebooks through `seglib run`, platform/ covers the runtime matrix, the
+wheel and the local Spark server."""
 import itertools
 import os
 import subprocess
@@ -66,10 +70,22 @@ def demo(spark):
     return Location("demo")
 
 
+@pytest.fixture(scope="session")
+def fitted(spark, demo):
+    """The demo layer's features and one fit of them, shared by the cluster, profile and write tests."""
+    from seglib import tables as TB
+    from seglib.cluster import fit_segments
+    from seglib.features import build_features
+    from seglib.load import read_input
+    features, _ = build_features(read_input(spark, TB.KPI_CUSTOMER_VALUE, demo))
+    features = features.cache()
+    return features, fit_segments(features, k=5, seed=42, stability_runs=0, log=lambda *a: None)
+
+
 DEMO_CUSTOMERS = 3000
 # Fewer restarts and refits than the job's defaults (3 and 2): the runs here test the product around the
 # model; model quality has its own tests (test_segment_quality).
-# MLflow tracking off: it costs seconds per run, and test_retail_e2e checks the run it records.
+# MLflow tracking off: it costs seconds per run, and test_retail_job checks the run it records.
 DEMO_PARAMS = ["--param", "n_init=2", "--param", "stability_runs=1", "--param", "mlflow_tracking=off"]
 
 
@@ -92,7 +108,7 @@ def seglib_cli(*args, env=None):
 
 @pytest.fixture(scope="session")
 def published(tmp_path_factory):
-    """`seglib demo` once (its own Spark server, demo data, the five notebooks): test_e2e checks the run,
+    """`seglib demo` once (its own Spark server, demo data, the five notebooks): test_airline_job checks the run,
     then test_fail_safe uses its gold tables as the previous run's."""
     root = tmp_path_factory.mktemp("e2e")
     lakehouse, out = root / "lakehouse", root / "runs"

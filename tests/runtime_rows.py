@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROWS = sorted(p.stem for p in (ROOT / "runtimes").glob("*.txt"))
 # The default run's parameters (conftest.DEMO_PARAMS; MLflow is off there and absent here).
 FIT = {"n_init": "2", "stability_runs": "1", "mlflow_tracking": "off"}
-RETAIL_CUSTOMERS, RETAIL_SEED = 800, 5  # test_retail_e2e's run
+RETAIL_CUSTOMERS, RETAIL_SEED = 800, 5  # test_retail_job's run
 GOLD = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION, TB.GOLD_RUNS]
 
 

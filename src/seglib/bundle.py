@@ -41,6 +41,8 @@ class Bundle:
     config: dict                      # databricks.yml merged with its includes (not resolved)
     files: dict[str, Path] = field(default_factory=dict)  # resource key -> the YAML file defining it
     target: str | None = None
+    # BUNDLE_VAR_x overrides a variable, as in the CLI; off to see the repository's own values
+    environment: bool = True
 
     # ---- variables ------------------------------------------------------------------------------
     def variables(self) -> dict[str, str | None]:
@@ -49,7 +51,9 @@ class Bundle:
         overrides = (self.target_config().get("variables") or {})
         for name, spec in (self.config.get("variables") or {}).items():
             spec = spec or {}
-            value = os.environ.get(f"BUNDLE_VAR_{name}", overrides.get(name, spec.get("default")))
+            value = overrides.get(name, spec.get("default"))
+            if self.environment:
+                value = os.environ.get(f"BUNDLE_VAR_{name}", value)
             values[name] = None if value is None else str(value)
         return values
 

@@ -131,6 +131,7 @@ def render(root: Path) -> dict[Path, str]:
     import nbformat
 
     bundle = B.load(root)
+    bundle.environment = False  # the repository's defaults, whatever BUNDLE_VAR_x this shell has
     files: dict[Path, str] = {}
     for notebook, keys in sorted(_notebooks(bundle).items()):
         if not notebook.is_file():

@@ -7,12 +7,14 @@
 - each job's parameters and its notebooks' parameters cells agree (names, and defaults of the knobs);
 - every schedule, with its variables resolved in each target, is a valid typed CronSchedule (a known
   pause_status, a Quartz expression, a known time zone);
-- a dashboard whose file_path names ${var.recipe} has a file for every recipe seglib knows;
+- a dashboard whose file_path names ${var.dashboard} has a file for every recipe's `dashboard`, and in each
+  target the dashboard variable is the recipe variable's;
 - every recipe file in the repository (recipes/**/*.yml) reads and checks (seglib.recipes);
 - optionally, the wheel builds and `import seglib` works from it in a clean venv.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from . import bundle as B
+from .errors import ParameterError
 from .params import LOCAL_ONLY
 
 # The job sets these per deployment or per run; a notebook's own default (e.g. catalog "" = the
@@ -43,6 +46,8 @@ def check(root: Path | None = None) -> list[str]:
     problems += _dashboards_per_recipe(bundle)
     problems += _recipe_files(bundle.root)
     problems += _made_from_params(bundle.root)
+    # The notebooks' defaults are the repository's: a user's BUNDLE_VAR_x for this deploy is not a drift.
+    bundle.environment = False
     for job in bundle.resources("jobs"):
         problems += _job(bundle, job)
     return sorted(set(problems), key=problems.index)
@@ -116,18 +121,43 @@ def _schedules(bundle: B.Bundle) -> list[str]:
 
 
 def _dashboards_per_recipe(bundle: B.Bundle) -> list[str]:
-    """A dashboard file chosen by ${var.recipe} must exist for every recipe, not only today's value."""
-    from .recipes import RECIPES
+    """A dashboard file chosen by ${var.dashboard}: one exists for every recipe (built in or in recipes/), and
+    in each target the `dashboard` variable is the `recipe` variable's dashboard (another one's queries name
+    columns that recipe's gold tables lack, and the deployed dashboard fails on the warehouse)."""
+    from .recipes import RECIPES, RecipeError, get
+    recipes = dict(RECIPES)
+    for path in sorted((bundle.root / "recipes").rglob("*.y*ml")):
+        with contextlib.suppress(RecipeError):  # reported by _recipe_files
+            recipes[str(path.relative_to(bundle.root))] = get(str(path))
     problems = []
     for key, spec in bundle.resources("dashboards").items():
         path = str(spec.get("file_path") or "")
-        if "${var.recipe}" not in path:
+        if "${var.dashboard}" not in path:
             continue
         base = bundle.files[f"dashboards.{key}"].parent
-        for recipe in RECIPES:
-            candidate = path.replace("${var.recipe}", recipe)
+        for name, recipe in recipes.items():
+            candidate = path.replace("${var.dashboard}", recipe.dashboard)
             if B.VAR_REF.search(candidate) is None and not (base / candidate).is_file():
-                problems.append(f"dashboards.{key}: recipe {recipe} has no dashboard file {candidate}")
+                problems.append(f"dashboards.{key}: recipe {name} names dashboard {recipe.dashboard}, which has "
+                                f"no file {candidate}")
+        for target in [None, *bundle.target_names()]:
+            bundle.target = target
+            values = bundle.variables()
+            chosen, dashboard = values.get("recipe"), values.get("dashboard")
+            if not chosen or not dashboard:
+                continue
+            try:  # a recipe file is relative to the bundle root, where the job runs it from
+                recipe = get(chosen if chosen.lower() in RECIPES or Path(chosen).is_absolute()
+                             else str(bundle.root / chosen))
+            except (RecipeError, ParameterError) as e:
+                problems.append(f"{f'target {target}' if target else 'base configuration'}: variable recipe: {e}")
+                continue
+            if recipe.dashboard != dashboard:
+                problems.append(
+                    f"{f'target {target}' if target else 'base configuration'}: dashboards.{key}: variable recipe "
+                    f"is {chosen}, whose dashboard is {recipe.dashboard}, but variable dashboard is {dashboard}; "
+                    f"deploy with --var dashboard={recipe.dashboard} (or BUNDLE_VAR_dashboard={recipe.dashboard})")
+        bundle.target = None
     return problems
 
 

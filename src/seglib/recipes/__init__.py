@@ -44,7 +44,7 @@ BUILDERS = ("columns", "rfm")  # columns: SQL expressions over the customers tab
 _KEYS = {
     "": {"extends", "name", "describes", "key", "inputs", "customers_table", "features", "profile_columns",
          "segments", "naming", "naming_log_scale", "traits", "rank_feature", "profile_averages", "overview",
-         "demo", "insights", "summary", "playbook"},
+         "demo", "insights", "summary", "playbook", "dashboard"},
     "playbook.*": {"action", "cost_per_customer", "uplift"},
     "profile_columns.*": {"table", "sql"},
     "naming": {"max_distance", "unmatched"},
@@ -144,6 +144,7 @@ class Recipe:
     max_distance: float | None = None
     unmatched: str = "Customers"
     playbook: dict[str, Action] = field(default_factory=dict)  # segment name -> the ROI action (insights)
+    dashboard: str = "generic"                  # dashboards/customer_segments_<this>.lvdash.json reads its gold tables
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -237,8 +238,13 @@ def _repository_roots() -> list[Path]:
     return [root] if (root / "src" / "seglib").is_dir() and (root / "notebooks").is_dir() else []
 
 
-@lru_cache(maxsize=64)
 def _load(path: str) -> Recipe:
+    # Read again when the file changes: a notebook session outlives edits to the user's recipe file.
+    return _load_version(path, Path(path).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _load_version(path: str, mtime_ns: int) -> Recipe:
     return _build(Path(path), _merged(Path(path), ()))
 
 
@@ -429,6 +435,9 @@ def _build(path: Path, d: dict) -> Recipe:
         if not (_IDENTIFIER.match(str(name)) and isinstance(spec, list) and len(spec) == 2
                 and isinstance(spec[0], str) and isinstance(spec[1], int)):
             fail(f"summary.{name}", "[gold column, decimals]: the per-segment average of that column, rounded")
+    dashboard = d.get("dashboard", "generic")
+    if not isinstance(dashboard, str) or not _IDENTIFIER.match(dashboard):
+        fail("dashboard", "the name of a dashboard file dashboards/customer_segments_<name>.lvdash.json")
     return Recipe(
         name=str(d["name"]), source=str(path), describes=str(d.get("describes", "customers")), key=key,
         tables=tables, customers_table=customers, build=build, feature_sql={str(k): v for k, v in sql.items()},
@@ -439,7 +448,7 @@ def _build(path: Path, d: dict) -> Recipe:
         demo=dict(d.get("demo") or {}), insights=dict(d.get("insights") or {}),
         summary={str(k): (v[0], v[1]) for k, v in summary.items()}, profile_columns=profile_columns,
         max_distance=_max_distance(naming.get("max_distance"), fail), unmatched=str(naming.get("unmatched", "Customers")),
-        playbook=playbook)
+        playbook=playbook, dashboard=dashboard)
 
 
 def _max_distance(value, fail) -> float | None:

@@ -76,7 +76,7 @@ def test_only_declared_parameters_are_touched():
     assert ns["other"] == "x"
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MADE = ["databricks.yml", ".env.example", "README.md", "resources", "notebooks", "dashboards", "recipes"]
 
 

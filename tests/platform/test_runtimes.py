@@ -3,7 +3,7 @@
 Each row (runtime_rows) runs, with the seglib wheel installed over the platform's pyspark and Delta,
 the demo data, the segmentation job (fit, then `mode=score` through `seglib run`) and the retail
 recipe, with papermill and a classic Spark session per notebook (no Spark Connect server). Here they
-are compared with the default run (conftest's published demo and test_retail_e2e's run, on the local
+are compared with the default run (conftest's published demo and test_retail_job's run, on the local
 Spark 4.1 through Spark Connect): same inputs, same segment ids and names. The fail-safe cases run on
 the Spark 3.5 row too.
 """
@@ -101,7 +101,7 @@ def test_retail_gives_the_default_runs_segments(row, published, retail_default):
 
 @pytest.fixture(scope="module")
 def retail_default(published, published_spark):
-    """test_retail_e2e's run (`seglib demo --recipe retail`, schema shop of the published lakehouse), if that
+    """test_retail_job's run (`seglib demo --recipe retail`, schema shop of the published lakehouse), if that
     module has not made it already."""
     if not (published[0] / "warehouse" / "shop.db" / TB.GOLD_SEGMENTS / "_delta_log").is_dir():
         from conftest import seglib_cli

@@ -22,7 +22,7 @@ from seglib.importers import import_retail, read_retail_csv, retail_report
 from seglib.retail_generate import (CUSTOMER_ID_BASE, WINDOW_END, WINDOW_START, generate_retail_data,
                                     retail_behaviour, retail_tables)
 
-SAMPLE = Path(__file__).parent / "data" / "online_retail_sample.csv"
+SAMPLE = Path(__file__).parents[1] / "data" / "online_retail_sample.csv"
 EXCLUDED = {"no_customer": 3, "bad_customer": 1, "no_invoice": 0, "bad_date": 1, "bad_quantity": 1,
             "bad_price": 1, "zero_price": 1, "negative_price": 1, "zero_quantity": 0}
 

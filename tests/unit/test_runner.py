@@ -7,7 +7,7 @@ from seglib import bundle as B
 from seglib.errors import ParameterError
 from seglib.local.runner import SEGMENTATION_JOB, _coerce, declared_parameters, job_notebooks, job_params, parse_params
 
-BUNDLE = B.load(Path(__file__).resolve().parents[1])
+BUNDLE = B.load(Path(__file__).resolve().parents[2])
 
 
 def test_parse_params():

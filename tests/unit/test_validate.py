@@ -10,7 +10,7 @@ from seglib import bundle as B
 from seglib.cli import main
 from seglib.validate import check
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -282,8 +282,52 @@ def test_seglib_run_of_a_job_without_notebooks_fails_clearly_before_starting_spa
 
 def test_a_dashboard_file_missing_for_a_recipe_is_caught(copy):
     (copy / "dashboards" / "customer_segments_retail.lvdash.json").unlink()
-    assert ("dashboards.customer_segments: recipe retail has no dashboard file "
-            "../dashboards/customer_segments_retail.lvdash.json") in check(copy)
+    problems = check(copy)
+    for recipe in ("retail", "recipes/my_orders.yml"):  # my_orders extends retail, and its dashboard with it
+        assert (f"dashboards.customer_segments: recipe {recipe} names dashboard retail, which has no file "
+                f"../dashboards/customer_segments_retail.lvdash.json") in problems
+
+
+def test_a_recipe_file_naming_a_dashboard_with_no_file_is_caught(copy):
+    (copy / "recipes" / "theirs.yml").write_text("extends: retail\ndashboard: theirs\n")
+    assert check(copy) == ["dashboards.customer_segments: recipe recipes/theirs.yml names dashboard theirs, which "
+                           "has no file ../dashboards/customer_segments_theirs.lvdash.json"]
+
+
+def test_the_dashboard_variable_must_be_the_recipes_dashboard(copy, monkeypatch):
+    """The dashboard's queries name its recipe's gold columns: recipe and dashboard go together."""
+    monkeypatch.setenv("BUNDLE_VAR_recipe", "recipes/my_orders.yml")
+    problems = check(copy)
+    assert len(problems) == 4  # the base configuration and each target; the notebooks' defaults are no drift
+    assert all(p.endswith("dashboards.customer_segments: variable recipe is recipes/my_orders.yml, whose dashboard "
+                          "is retail, but variable dashboard is airline; deploy with --var dashboard=retail (or "
+                          "BUNDLE_VAR_dashboard=retail)") for p in problems)
+    monkeypatch.setenv("BUNDLE_VAR_dashboard", "retail")
+    assert check(copy) == []
+    monkeypatch.delenv("BUNDLE_VAR_dashboard")
+    monkeypatch.delenv("BUNDLE_VAR_recipe")
+    text = (copy / "databricks.yml").read_text()
+    (copy / "databricks.yml").write_text(text.replace("  prod:\n", "  prod:\n    variables: {recipe: retail}\n", 1))
+    assert check(copy) == ["target prod: dashboards.customer_segments: variable recipe is retail, whose dashboard is "
+                           "retail, but variable dashboard is airline; deploy with --var dashboard=retail (or "
+                           "BUNDLE_VAR_dashboard=retail)"]
+    (copy / "databricks.yml").write_text(text.replace("  prod:\n", "  prod:\n    variables: {recipe: retail, "
+                                                      "dashboard: retail}\n", 1))
+    assert check(copy) == []
+    monkeypatch.setenv("BUNDLE_VAR_recipe", "recipes/nothing.yml")
+    assert any(p.startswith("target dev: variable recipe: recipe file") and "nothing.yml not found" in p
+               for p in check(copy))
+
+
+def test_a_new_recipe_without_a_dashboard_gets_the_generic_one(copy, monkeypatch):
+    (copy / "recipes" / "theirs.yml").write_text((ROOT / "src/seglib/recipes/retail.yml").read_text()
+                                                 .replace("dashboard: retail", "# no dashboard"))
+    monkeypatch.setenv("BUNDLE_VAR_recipe", "recipes/theirs.yml")
+    monkeypatch.setenv("BUNDLE_VAR_dashboard", "generic")
+    assert check(copy) == []
+    (copy / "dashboards" / "customer_segments_generic.lvdash.json").unlink()
+    assert "dashboards.customer_segments: file_path ../dashboards/customer_segments_${var.dashboard}.lvdash.json " \
+           "(../dashboards/customer_segments_generic.lvdash.json) does not exist" in " ".join(check(copy))
 
 
 def test_a_broken_recipe_file_in_the_repository_is_caught(copy):

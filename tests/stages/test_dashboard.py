@@ -1,11 +1,12 @@
 """The AI/BI (Lakeview) dashboards and their bundle resource.
 
-The gold tables' columns depend on the recipe (airline: kpi_customer_value's; retail: RFM), so there is
-one dashboard file per recipe and resources/customer_segments.dashboard.yml picks it with ${var.recipe}.
-Static checks on the resource and on each recipe's dashboards/customer_segments_<recipe>.lvdash.json,
-then every dataset query and every widget query run on small real gold tables of that recipe, built by
-the pipeline's own code (stage 5, and for retail the features step's RFM), the way the dashboard runs
-them: unqualified table names resolved in the current schema. A query naming a column the recipe's
+The gold tables' columns depend on the recipe (airline: kpi_customer_value's; retail: RFM), so each recipe
+names a dashboard file (its `dashboard` key: airline, retail, or generic, which reads only the segment
+columns every recipe writes) and resources/customer_segments.dashboard.yml picks it with ${var.dashboard}.
+Static checks on the resource and on each dashboards/customer_segments_<dashboard>.lvdash.json, then every
+dataset query and every widget query run on small real gold tables of each recipe the dashboard serves,
+built by the pipeline's own code (stage 5, and for retail the features step's RFM), the way the dashboard
+runs them: unqualified table names resolved in the current schema. A query naming a column the recipe's
 tables lack fails there, as it would on the warehouse.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from seglib import recipes as R
 from seglib import tables as TB
 from seglib.write import UNSEGMENTED_ID, UNSEGMENTED_NAME, build_outputs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESOURCE_YML = ROOT / "resources" / "customer_segments.dashboard.yml"
 RESOURCE_KEY = "customer_segments"
 
@@ -46,12 +47,13 @@ def _resource() -> dict:
     return yaml.safe_load(RESOURCE_YML.read_text())["resources"]["dashboards"][RESOURCE_KEY]
 
 
-def _deployed(recipe: str | None) -> dict:
-    """The dashboard resource as the bundle deploys it with `--var recipe=<recipe>` (None: the bundle's
-    default), its file_path and display_name resolved through seglib.bundle."""
-    env = {k: v for k, v in os.environ.items() if k != "BUNDLE_VAR_recipe"}
-    if recipe is not None:
-        env["BUNDLE_VAR_recipe"] = recipe
+def _deployed(dashboard: str | None, recipe: str | None = None) -> dict:
+    """The dashboard resource as the bundle deploys it with `--var dashboard=<dashboard> --var recipe=<recipe>`
+    (None: the bundle's default), its file_path and display_name resolved through seglib.bundle."""
+    env = {k: v for k, v in os.environ.items() if k not in ("BUNDLE_VAR_recipe", "BUNDLE_VAR_dashboard")}
+    for name, value in (("dashboard", dashboard), ("recipe", recipe)):
+        if value is not None:
+            env[f"BUNDLE_VAR_{name}"] = value
     with mock.patch.dict(os.environ, env, clear=True):
         bundle = B.load(ROOT)
         spec = bundle.resources("dashboards")[RESOURCE_KEY]
@@ -60,7 +62,11 @@ def _deployed(recipe: str | None) -> dict:
 
 
 RECIPES = list(R.RECIPES)
-DASHBOARD_FILES = {recipe: _deployed(recipe)["file"] for recipe in RECIPES}
+GENERIC = "generic"  # the dashboard of a recipe that names none
+# dashboard -> the recipes whose gold tables it is tested on: its own, and for the generic one every recipe's
+SERVES = {**{R.get(r).dashboard: (r,) for r in RECIPES}, GENERIC: tuple(RECIPES)}
+DASHBOARDS = list(SERVES)
+DASHBOARD_FILES = {name: _deployed(name)["file"] for name in DASHBOARDS}
 
 
 def _dashboard(recipe: str) -> dict:
@@ -124,9 +130,11 @@ def _current_database(spark, name: str):
         spark.catalog.setCurrentDatabase(previous)
 
 
-def _each_recipe(names) -> list:
-    """(recipe, name) pairs for parametrize, one per dataset or widget of each recipe's dashboard."""
-    return [pytest.param(recipe, name, id=f"{recipe}-{name}") for recipe in RECIPES for name in sorted(names(recipe))]
+def _each_dashboard(names) -> list:
+    """(dashboard, recipe, name) for parametrize: each dataset or widget of each dashboard, on the gold tables
+    of each recipe it serves."""
+    return [pytest.param(dashboard, recipe, name, id=f"{dashboard}-{recipe}-{name}")
+            for dashboard, recipes in SERVES.items() for recipe in recipes for name in sorted(names(dashboard))]
 
 
 # ---------- bundle resource ----------
@@ -147,16 +155,29 @@ def test_dashboard_model_rejects_unknown_keys():
         Dashboard.from_dict({**_resource(), "dataset_catalogue": "x"})
 
 
-def test_each_recipe_deploys_a_dashboard_file_of_its_own():
-    """file_path names ${var.recipe}; the CLI substitutes variables in resources before it resolves the
-    path (relative to the YAML) and reads the file, so `--var recipe=retail` deploys the retail file."""
-    assert "${var.recipe}" in _resource()["file_path"]
-    for recipe, path in DASHBOARD_FILES.items():
-        assert path.is_file() and path.name == f"customer_segments_{recipe}.lvdash.json", recipe
+def test_the_dashboard_variable_picks_the_file():
+    """file_path names ${var.dashboard}; the CLI substitutes variables in resources before it resolves the
+    path (relative to the YAML) and reads the file, so `--var dashboard=retail` deploys the retail file."""
+    assert "${var.dashboard}" in _resource()["file_path"]
+    for name, path in DASHBOARD_FILES.items():
+        assert path.is_file() and path.name == f"customer_segments_{name}.lvdash.json", name
         assert path.parent == (ROOT / "dashboards").resolve()
-        assert recipe in _deployed(recipe)["display_name"]  # which recipe's it is, in the workspace too
-    assert len(set(DASHBOARD_FILES.values())) == len(RECIPES) == len(R.RECIPES) >= 2
-    assert _deployed(None)["file"] == DASHBOARD_FILES["airline"]  # the bundle's default recipe
+    assert len(set(DASHBOARD_FILES.values())) == len(DASHBOARDS) == len(RECIPES) + 1 >= 3
+    assert _deployed(None)["file"] == DASHBOARD_FILES["airline"] == DASHBOARD_FILES[R.get(R.DEFAULT).dashboard]
+    # which recipe's it is, in the workspace too
+    assert _deployed("retail", "recipes/my_orders.yml")["display_name"] == "Customer Segments (recipes/my_orders.yml)"
+
+
+def test_each_recipe_names_its_dashboard_and_a_new_one_gets_the_generic(tmp_path):
+    assert {r: R.get(r).dashboard for r in RECIPES} == {"airline": "airline", "retail": "retail"}
+    assert R.get(str(ROOT / "recipes" / "my_orders.yml")).dashboard == "retail"  # inherited with extends
+    unseen = tmp_path / "unseen.yml"
+    unseen.write_text((ROOT / "src/seglib/recipes/retail.yml").read_text().replace("dashboard: retail", ""))
+    assert R.get(str(unseen)).dashboard == GENERIC
+    bad = tmp_path / "bad.yml"
+    bad.write_text("extends: retail\ndashboard: no such/file\n")
+    with pytest.raises(R.RecipeError, match="key dashboard: expected the name of a dashboard file"):
+        R.get(str(bad))
 
 
 def test_warehouse_catalog_and_schema_come_from_bundle_variables():
@@ -171,23 +192,23 @@ def test_warehouse_catalog_and_schema_come_from_bundle_variables():
 def test_bundle_declares_the_variables_and_includes_the_resource():
     bundle = yaml.safe_load((ROOT / "databricks.yml").read_text())
     used = set(re.findall(r"\$\{var\.([A-Za-z0-9_]+)\}", RESOURCE_YML.read_text()))
-    assert used == {"warehouse_id", "catalog", "schema", "recipe"}
+    assert used == {"warehouse_id", "catalog", "schema", "recipe", "dashboard"}
     assert used <= set(bundle["variables"])
     assert any(RESOURCE_YML.relative_to(ROOT).match(pattern) for pattern in bundle["include"])
 
 
 # ---------- serialized dashboards ----------
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_dashboard_json_structure(recipe):
-    dash = _dashboard(recipe)
+@pytest.mark.parametrize("dashboard", DASHBOARDS)
+def test_dashboard_json_structure(dashboard):
+    dash = _dashboard(dashboard)
     names = [d["name"] for d in dash["datasets"]]
     assert len(names) == len(set(names))
     for d in dash["datasets"]:
         assert "query" not in d, "datasets use queryLines"
         assert d["queryLines"] and all(isinstance(line, str) for line in d["queryLines"])
         assert ";" not in "".join(d["queryLines"]), "one statement per dataset"
-    widget_names = [w["name"] for w in _widgets(recipe)]
+    widget_names = [w["name"] for w in _widgets(dashboard)]
     assert len(widget_names) == len(set(widget_names))
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,60}", n) for n in widget_names)
     for page in dash["pages"]:
@@ -222,24 +243,31 @@ EXPECTED_WIDGETS = {
         "segment-by-rfm-segment": "bar",
         "top-customers": "table",
     },
+    GENERIC: {
+        "total-customers": "counter",
+        "customers-per-segment": "bar",
+        "segments": "table",
+        "runs": "table",
+    },
 }
-STACKED = {"airline": ("segment-by-loyalty-tier", "status-by-segment"), "retail": ("segment-by-rfm-segment",)}
+STACKED = {"airline": ("segment-by-loyalty-tier", "status-by-segment"), "retail": ("segment-by-rfm-segment",),
+           GENERIC: ()}
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_expected_widgets_with_right_types_and_versions(recipe):
-    types = {w["name"]: w["spec"]["widgetType"] for w in _data_widgets(recipe)}
-    assert types == EXPECTED_WIDGETS[recipe]
-    for w in _data_widgets(recipe):
+@pytest.mark.parametrize("dashboard", DASHBOARDS)
+def test_expected_widgets_with_right_types_and_versions(dashboard):
+    types = {w["name"]: w["spec"]["widgetType"] for w in _data_widgets(dashboard)}
+    assert types == EXPECTED_WIDGETS[dashboard]
+    for w in _data_widgets(dashboard):
         assert w["spec"]["version"] == SPEC_VERSIONS[w["spec"]["widgetType"]], w["name"]
-    for name in STACKED[recipe]:
-        assert "color" in _widget(recipe, name)["spec"]["encodings"], f"{name} is stacked by a colour field"
+    for name in STACKED[dashboard]:
+        assert "color" in _widget(dashboard, name)["spec"]["encodings"], f"{name} is stacked by a colour field"
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_widget_queries_reference_existing_datasets_and_bound_fields(recipe):
-    datasets = _datasets(recipe)
-    for w in _data_widgets(recipe):
+@pytest.mark.parametrize("dashboard", DASHBOARDS)
+def test_widget_queries_reference_existing_datasets_and_bound_fields(dashboard):
+    datasets = _datasets(dashboard)
+    for w in _data_widgets(dashboard):
         fields = set()
         for q in w["queries"]:
             assert q["query"]["datasetName"] in datasets, f"{w['name']}: unknown dataset"
@@ -248,9 +276,9 @@ def test_widget_queries_reference_existing_datasets_and_bound_fields(recipe):
         assert bound and bound <= fields, f"{w['name']}: encodings bind {bound - fields} not in its query"
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_dataset_queries_use_unqualified_gold_tables_only(recipe):
-    for name, sql in _datasets(recipe).items():
+@pytest.mark.parametrize("dashboard", DASHBOARDS)
+def test_dataset_queries_use_unqualified_gold_tables_only(dashboard):
+    for name, sql in _datasets(dashboard).items():
         targets = _from_targets(sql)
         assert targets, name
         for t in targets:
@@ -261,9 +289,9 @@ def test_dataset_queries_use_unqualified_gold_tables_only(recipe):
         assert "${" not in sql and "__" not in sql, f"{name}: placeholder left in the query"
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_no_catalog_or_schema_hard_coded_anywhere(recipe):
-    text = DASHBOARD_FILES[recipe].read_text()
+@pytest.mark.parametrize("dashboard", DASHBOARDS)
+def test_no_catalog_or_schema_hard_coded_anywhere(dashboard):
+    text = DASHBOARD_FILES[dashboard].read_text()
     assert not re.search(r"[\w`]+\s*\.\s*`?(gold_customer_segments_ml|gold_segment_summary)", text)
     for word in ("hive_metastore", "contoso", "${"):
         assert word not in text.lower(), word
@@ -405,7 +433,7 @@ def test_retail_gold_tables_have_the_pipeline_columns(spark, gold):
     with _current_database(spark, gold("retail")):
         seg = spark.table(TB.GOLD_SEGMENTS)
         summ = spark.table(TB.GOLD_SUMMARY)
-        # as test_retail_e2e's run without retail_customers: no customer attributes
+        # as test_retail_job's run without retail_customers: no customer attributes
         assert seg.columns == TB.RETAIL_RFM_COLUMNS + TB.GOLD_SEGMENT_COLUMNS
         assert summ.columns == TB.RETAIL_SUMMARY_COLUMNS
         assert seg.count() == N_SHOPPERS
@@ -419,13 +447,13 @@ def test_current_database_is_restored(spark, gold):
     assert spark.catalog.currentDatabase() == before != gold("airline")
 
 
-@pytest.mark.parametrize("recipe, dataset", _each_recipe(_datasets))
-def test_dataset_query_runs_and_returns_the_bound_columns(spark, gold, recipe, dataset):
-    """Each recipe's dashboard on that recipe's gold tables: a column they lack fails the query here."""
-    rows, columns = _run(spark, gold(recipe), _datasets(recipe)[dataset])
+@pytest.mark.parametrize("dashboard, recipe, dataset", _each_dashboard(_datasets))
+def test_dataset_query_runs_and_returns_the_bound_columns(spark, gold, dashboard, recipe, dataset):
+    """Each dashboard on the gold tables of each recipe it serves: a column they lack fails the query here."""
+    rows, columns = _run(spark, gold(recipe), _datasets(dashboard)[dataset])
     assert rows, f"{dataset} returned nothing"
     needed = set()
-    for w in _data_widgets(recipe):
+    for w in _data_widgets(dashboard):
         for q in w["queries"]:
             if q["query"]["datasetName"] == dataset:
                 for f in q["query"]["fields"]:
@@ -433,11 +461,11 @@ def test_dataset_query_runs_and_returns_the_bound_columns(spark, gold, recipe, d
     assert needed and needed <= set(columns), f"{dataset} lacks {needed - set(columns)}"
 
 
-@pytest.mark.parametrize("recipe, widget", _each_recipe(lambda r: [w["name"] for w in _data_widgets(r)]))
-def test_widget_query_runs_and_returns_its_encoded_fields(spark, gold, recipe, widget):
-    w = _widget(recipe, widget)
+@pytest.mark.parametrize("dashboard, recipe, widget", _each_dashboard(lambda d: [w["name"] for w in _data_widgets(d)]))
+def test_widget_query_runs_and_returns_its_encoded_fields(spark, gold, dashboard, recipe, widget):
+    w = _widget(dashboard, widget)
     (q,) = w["queries"]
-    rows, columns = _run(spark, gold(recipe), _widget_sql(_datasets(recipe)[q["query"]["datasetName"]], q["query"]))
+    rows, columns = _run(spark, gold(recipe), _widget_sql(_datasets(dashboard)[q["query"]["datasetName"]], q["query"]))
     assert rows
     assert _field_names_in(w["spec"]["encodings"]) <= set(columns)
 
@@ -462,9 +490,9 @@ def test_a_query_naming_a_column_the_recipes_tables_lack_fails(spark, gold):
     assert failing, "the airline dashboard's queries all run on retail gold tables"
 
 
-def _widget_rows(spark, schema: str, recipe: str, name: str) -> list[dict]:
-    (q,) = _widget(recipe, name)["queries"]
-    rows, _ = _run(spark, schema, _widget_sql(_datasets(recipe)[q["query"]["datasetName"]], q["query"]))
+def _widget_rows(spark, schema: str, dashboard: str, name: str) -> list[dict]:
+    (q,) = _widget(dashboard, name)["queries"]
+    rows, _ = _run(spark, schema, _widget_sql(_datasets(dashboard)[q["query"]["datasetName"]], q["query"]))
     return [r.asDict() for r in rows]
 
 
@@ -569,3 +597,20 @@ def test_retail_top_customers_are_the_20_with_most_revenue(spark, gold):
     assert [r["customer_id"] for r in rows] == _retail_expected()["top_ids"]
     assert [r["monetary"] for r in rows] == pytest.approx([_revenue(c) for c in _retail_expected()["top_ids"]])
     assert all(r["segment_name"] and r["rfm_segment"] and re.fullmatch(r"[1-5]{3}", r["rfm_score"]) for r in rows)
+
+
+# ---------- the generic dashboard's values, on every recipe's gold tables ----------
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_generic_dashboard_counts_every_recipes_segments(spark, gold, recipe):
+    schema = gold(recipe)
+    expected = {"airline": _expected, "retail": _retail_expected}[recipe]()["sizes"]
+    (total,) = _widget_rows(spark, schema, GENERIC, "total-customers")
+    assert total["sum(customers)"] == sum(expected.values()) == {"airline": N_CUSTOMERS, "retail": N_SHOPPERS}[recipe]
+    bars = _widget_rows(spark, schema, GENERIC, "customers-per-segment")
+    assert {r["segment_name"]: r["sum(customers)"] for r in bars} == expected
+    table = _widget_rows(spark, schema, GENERIC, "segments")
+    assert {r["segment_name"]: r["customers"] for r in table} == expected
+    assert {r["segment"] for r in table if r["segment_name"] == UNSEGMENTED_NAME} == {UNSEGMENTED_ID}
+    (run,) = _widget_rows(spark, schema, GENERIC, "runs")
+    assert run == {"run_id": "dashboard-test", "customers": sum(expected.values()), "segments": len(expected)}

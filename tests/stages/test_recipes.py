@@ -18,7 +18,7 @@ from seglib.profile import profile_segments
 from seglib.retail_generate import retail_tables
 from seglib.write import build_outputs, validate_outputs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MY_ORDERS = ROOT / "recipes" / "my_orders.yml"
 MAPPING = {"invoice_id": "order_no", "customer_id": "client", "invoice_ts": "ordered_at", "quantity": "qty",
            "unit_price": "price"}
@@ -224,3 +224,14 @@ def test_a_recipe_the_code_has_never_seen_runs_every_stage(spark, where, tmp_pat
     assert set(found.distribution.segment_name) == set(planted)
     assert found.extras["segment_by_plan"].loc["Devoted Fans", "premium"] > 100
     assert "segment_by_plan" in found.figures
+
+
+def test_an_edited_recipe_file_is_read_again(tmp_path):
+    """A notebook session outlives edits to the user's recipe file: the next get sees the edit."""
+    import os
+    path = tmp_path / "edited.yml"
+    path.write_text("extends: retail\ndescribes: first words\n")
+    assert R.get(str(path)).describes == "first words"
+    path.write_text("extends: retail\ndescribes: second words\n")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
+    assert R.get(str(path)).describes == "second words"

@@ -22,10 +22,10 @@ from seglib import tables as TB
 from seglib.errors import InputContractError
 from seglib.importers import airline_gold_tables, import_airline, parse_date, parse_double, parse_int, read_airline_csv
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 MEMBERS = DATA / "airline_members_dirty.csv"
 TRANSACTIONS = DATA / "airline_transactions.json"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _rows(spark, where, table, key="customer_key"):

@@ -12,7 +12,7 @@ from seglib.insights import (DEFAULT_ACTION, Action, customer_values, insights, 
 from seglib.params import PARAMS
 from seglib.rfm import RFM_SEGMENTS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AIRLINE_PLAYBOOK = R.get("airline").playbook
 
 AIRLINE_SCHEMA = ("customer_key int, gender string, age int, loyalty_tier int, province string, total_flights int, "
