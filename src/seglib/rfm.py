@@ -139,14 +139,21 @@ def default_as_of(transactions: DataFrame) -> date:
     return last + timedelta(days=1)
 
 
-def _by_customer(transactions: DataFrame, as_of: date) -> DataFrame:
+def _by_customer(transactions: DataFrame, as_of: date | None) -> DataFrame:
     """One row per customer_id (one for all lines without one), with the RFM columns over the kept
-    lines and the line counts rfm_report sums. Lines left out still count in the line counts."""
+    lines and the line counts rfm_report sums. Lines left out still count in the line counts.
+    as_of None: the default, computed inside the query (no job now)."""
     _require(transactions, _NEEDED, f"input table {TB.RETAIL_TRANSACTIONS}")
     day = F.to_date("invoice_ts")
+    if as_of is None:
+        last_day = transactions.agg(F.date_add(F.max(day), 1).alias("_as_of"))
+        transactions = transactions.crossJoin(F.broadcast(last_day))
+        row_as_of, group_as_of = F.col("_as_of"), F.max("_as_of")
+    else:
+        row_as_of = group_as_of = F.lit(as_of)
     cancel = (F.coalesce(F.col("invoice_id").startswith("C"), F.lit(False))
               | F.coalesce(F.col("quantity") < 0, F.lit(False)))
-    kept = F.col("customer_id").isNotNull() & day.isNotNull() & (day <= F.lit(as_of))
+    kept = F.col("customer_id").isNotNull() & day.isNotNull() & (day <= row_as_of)
     buy = kept & ~cancel & F.col("invoice_id").isNotNull()
     # Decimal, so the sum is exact and the same whatever order Spark adds the lines in.
     revenue = F.col("unit_price").cast("decimal(20,6)") * F.col("quantity").cast("decimal(10,0)")
@@ -154,14 +161,14 @@ def _by_customer(transactions: DataFrame, as_of: date) -> DataFrame:
     first = F.coalesce(F.min(F.when(buy, day)), F.min(F.when(kept, day)))
     return transactions.groupBy("customer_id").agg(
         F.count_if(kept).alias("_kept"),
-        F.datediff(F.lit(as_of), last).cast("int").alias("recency_days"),
+        F.datediff(group_as_of, last).cast("int").alias("recency_days"),
         F.count_distinct(F.when(buy, F.col("invoice_id"))).cast("long").alias("frequency"),
         F.round(F.coalesce(F.sum(F.when(kept, revenue)), F.lit(0)), 2).cast("double").alias("monetary"),
         first.alias("first_purchase"),
         last.alias("last_purchase"),
         F.count("*").alias("_rows"),
         F.count_if(day.isNull()).alias("_no_date"),
-        F.count_if(day > F.lit(as_of)).alias("_after"),
+        F.count_if(day > row_as_of).alias("_after"),
         F.count_if(cancel).alias("_cancel"),
         F.count_if(F.col("unit_price") == 0).alias("_zero_price"),
         F.count_if(F.col("unit_price") < 0).alias("_negative_price"),
@@ -174,6 +181,12 @@ def customer_rfm(transactions: DataFrame, as_of: date | None = None) -> DataFram
     which costs one small job now). The definitions are in the module's docstring."""
     as_of = default_as_of(transactions) if as_of is None else _check_as_of(as_of)
     return _customers(_by_customer(transactions, as_of))
+
+
+def customer_rfm_lazy(transactions: DataFrame, as_of: date | None = None) -> DataFrame:
+    """customer_rfm without a job now: as_of None (the default) is computed inside the query. For a
+    declarative pipeline, whose dataset definitions must stay lazy."""
+    return _customers(_by_customer(transactions, None if as_of is None else _check_as_of(as_of)))
 
 
 def _customers(grouped: DataFrame) -> DataFrame:
@@ -297,6 +310,24 @@ def rfm_scores(rfm: DataFrame, bins: int) -> DataFrame:
         "f_score": _score_column(F.col("frequency"), cuts["f_score"], at_most=False),
         "m_score": _score_column(F.col("monetary"), cuts["m_score"], at_most=False),
     })
+
+
+def rank_scores(rfm: DataFrame, bins: int) -> DataFrame:
+    """rfm_scores' scores as window functions, with no job now (for a declarative pipeline): the module
+    docstring's formula itself, ``least(bins, 1 + floor(bins * below / (n - 1)))``, with ``below`` from
+    rank() over all customers. The ranking runs in one partition; rfm_scores' cut points scale further."""
+    bins = parse_rfm_bins(bins)
+    _require(rfm, ("recency_days", "frequency", "monetary"), _RFM_TABLE)
+    n = F.count(F.lit(1)).over(Window.partitionBy())
+    worse_first = {"r_score": F.col("recency_days").desc(), "f_score": F.col("frequency").asc(),
+                   "m_score": F.col("monetary").asc()}
+
+    def score(order: Column) -> Column:
+        below = F.rank().over(Window.orderBy(order)) - 1
+        # Quotients of whole numbers this small are exact in a double: floor gives the integer result.
+        return (F.when(n <= 1, F.lit(1))
+                .otherwise(F.least(F.lit(bins), 1 + F.floor(below * bins / (n - 1)))).cast("int"))
+    return rfm.withColumns({name: score(order) for name, order in worse_first.items()})
 
 
 # -- segments ------------------------------------------------------------------------------------------

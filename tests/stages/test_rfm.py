@@ -288,3 +288,33 @@ def test_spark_segments_agree_with_python_on_every_combination(spark):
     for row in got:
         assert row.segment == R.rule_segment(row.r_score, row.f_score, row.m_score, row.frequency == 1,
                                              row.bins), row
+
+
+# -- the lazy forms a declarative pipeline uses (no job while the plan is built) ------------------------
+
+@pytest.mark.parametrize("as_of", [None, date(2024, 3, 15)])
+def test_lazy_customer_rfm_equals_customer_rfm(transactions, as_of):
+    lazy = R.customer_rfm_lazy(transactions, as_of)
+    assert lazy.columns == list(R.RFM_COLUMNS)
+    assert dict(lazy.dtypes) == dict(R.customer_rfm(transactions, as_of).dtypes)
+    assert _rows(lazy) == _rows(R.customer_rfm(transactions, as_of))
+
+
+def test_lazy_customer_rfm_of_a_table_without_dates_has_no_customers(spark):
+    lines = [_line("A1", 1, None, 1, 2.0)]
+    assert R.customer_rfm_lazy(spark.createDataFrame(lines, TB.RETAIL_SCHEMAS[TB.RETAIL_TRANSACTIONS])).count() == 0
+
+
+def test_rank_scores_equal_the_cut_point_scores(spark, transactions):
+    """Same scores, ties included, on the hand-made ties, on 60 spread rows and on one customer."""
+    hand = [(1, 5, 1, 10.0), (2, 5, 1, 20.0), (3, 30, 2, 20.0), (4, 100, 5, 20.0), (5, 100, 5, 50.0)]
+    spread = [(i, (i * 7) % 13, i % 4, float((i * 37) % 11 - 3) * 2.5) for i in range(60)]
+    for rows in (hand, spread, [(1, 3, 2, 9.0)]):
+        rfm = spark.createDataFrame(rows, RFM_DDL)
+        for bins in R.RFM_BINS:
+            cut = {r.customer_id: (r.r_score, r.f_score, r.m_score) for r in R.rfm_scores(rfm, bins).collect()}
+            ranked = R.rank_scores(rfm, bins)
+            assert dict(ranked.dtypes)["r_score"] == "int"
+            assert {r.customer_id: (r.r_score, r.f_score, r.m_score) for r in ranked.collect()} == cut, bins
+    with pytest.raises(ParameterError, match="rfm_bins"):
+        R.rank_scores(spark.createDataFrame(hand, RFM_DDL), 3)
