@@ -26,6 +26,9 @@ from seglib.local.runner import SEGMENTATION_JOB, declared_parameters, job_noteb
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = sorted(p.stem for p in (ROOT / "runtimes").glob("*.txt"))
+# The environment as the session began: the rows build in threads beside tests that set variables
+# (BUNDLE_VAR_x, fault injection, HOME) for a moment, which must not reach a row.
+START_ENV = dict(os.environ)
 # The default run's parameters (conftest.DEMO_PARAMS; MLflow is off there and absent here).
 FIT = {"n_init": "2", "stability_runs": "1", "mlflow_tracking": "off"}
 RETAIL_CUSTOMERS, RETAIL_SEED = 800, 5  # test_retail_job's run
@@ -52,7 +55,7 @@ class Row:
         self.python = self.venv / "bin" / "python"
         self.lakehouse = root / "lakehouse"
         self.timings: dict[str, float] = {}
-        self.bundle = B.load(ROOT)
+        self.bundle = B.load(ROOT, env=START_ENV)
 
     def notebook(self, stem: str, params: dict, env: dict | None = None, label: str = "") -> subprocess.CompletedProcess:
         self.check_running()
@@ -76,9 +79,9 @@ class Row:
     def env(self) -> dict:
         """Nothing of the test process's Spark (Connect server address, token) or source tree leaks in: the
         kernel imports seglib from the installed wheel and starts its own Spark."""
-        keep = {k: v for k, v in os.environ.items()
+        keep = {k: v for k, v in START_ENV.items()
                 if not k.startswith(("SPARK_", "PYSPARK_", "SEGLIB_", "JUPYTER", "PYTHONPATH", "VIRTUAL_ENV"))}
-        return {**keep, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}", "SEGLIB_SERVER_IDLE": "0", **ONE_RUN_JVM}
+        return {**keep, "PATH": f"{self.venv / 'bin'}:{START_ENV['PATH']}", "SEGLIB_SERVER_IDLE": "0", **ONE_RUN_JVM}
 
     def job(self, label: str, overrides: dict, env: dict | None = None, start_at: str | None = None) -> None:
         """The segmentation job's notebooks in task order, each in its own papermill run; stops at the first

@@ -43,6 +43,7 @@ class Bundle:
     target: str | None = None
     # BUNDLE_VAR_x overrides a variable, as in the CLI; off to see the repository's own values
     environment: bool = True
+    env: dict[str, str] | None = None  # where BUNDLE_VAR_x are read (None: os.environ)
 
     # ---- variables ------------------------------------------------------------------------------
     def variables(self) -> dict[str, str | None]:
@@ -53,7 +54,7 @@ class Bundle:
             spec = spec or {}
             value = overrides.get(name, spec.get("default"))
             if self.environment:
-                value = os.environ.get(f"BUNDLE_VAR_{name}", value)
+                value = (os.environ if self.env is None else self.env).get(f"BUNDLE_VAR_{name}", value)
             values[name] = None if value is None else str(value)
         return values
 
@@ -192,7 +193,8 @@ def find_root(start: Path | None = None) -> Path:
     raise BundleError("cannot find databricks.yml; run from the repository (or pass --bundle DIR)")
 
 
-def load(root: Path | None = None, target: str | None = None) -> Bundle:
+def load(root: Path | None = None, target: str | None = None, env: dict[str, str] | None = None) -> Bundle:
+    """The bundle at *root*; *env* holds the BUNDLE_VAR_x overrides (None: os.environ)."""
     root = Path(root).resolve() if root else find_root()
     main = root / "databricks.yml"
     config = _read_yaml(main)
@@ -212,7 +214,7 @@ def load(root: Path | None = None, target: str | None = None) -> Bundle:
             for section in ("variables", "targets"):
                 if part.get(section):
                     config.setdefault(section, {}).update(part[section])
-    bundle = Bundle(root, config, files, target)
+    bundle = Bundle(root, config, files, target, env=env)
     bundle.target_config()  # an unknown target fails here, with the list of targets
     return bundle
 

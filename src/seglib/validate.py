@@ -30,10 +30,10 @@ from .params import LOCAL_ONLY
 DEPLOYMENT_PARAMS = {"catalog", "run_id"}
 
 
-def check(root: Path | None = None) -> list[str]:
-    """All problems found (empty when the bundle is valid)."""
+def check(root: Path | None = None, env: dict[str, str] | None = None) -> list[str]:
+    """All problems found (empty when the bundle is valid); *env*: the BUNDLE_VAR_x (None: os.environ)."""
     try:
-        bundle = B.load(root)
+        bundle = B.load(root, env=env)
     except B.BundleError as e:
         return [str(e)]
     problems = _undeclared_variables(bundle)

@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import re
 import uuid
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import yaml
@@ -50,15 +48,12 @@ def _resource() -> dict:
 def _deployed(dashboard: str | None, recipe: str | None = None) -> dict:
     """The dashboard resource as the bundle deploys it with `--var dashboard=<dashboard> --var recipe=<recipe>`
     (None: the bundle's default), its file_path and display_name resolved through seglib.bundle."""
-    env = {k: v for k, v in os.environ.items() if k not in ("BUNDLE_VAR_recipe", "BUNDLE_VAR_dashboard")}
-    for name, value in (("dashboard", dashboard), ("recipe", recipe)):
-        if value is not None:
-            env[f"BUNDLE_VAR_{name}"] = value
-    with mock.patch.dict(os.environ, env, clear=True):
-        bundle = B.load(ROOT)
-        spec = bundle.resources("dashboards")[RESOURCE_KEY]
-        return {"file": (bundle.files[f"dashboards.{RESOURCE_KEY}"].parent / bundle.resolve(spec["file_path"])).resolve(),
-                "display_name": bundle.resolve(spec["display_name"])}
+    env = {f"BUNDLE_VAR_{name}": value for name, value in (("dashboard", dashboard), ("recipe", recipe))
+           if value is not None}
+    bundle = B.load(ROOT, env=env)  # not os.environ: the runtime rows' threads read it meanwhile
+    spec = bundle.resources("dashboards")[RESOURCE_KEY]
+    return {"file": (bundle.files[f"dashboards.{RESOURCE_KEY}"].parent / bundle.resolve(spec["file_path"])).resolve(),
+            "display_name": bundle.resolve(spec["display_name"])}
 
 
 RECIPES = list(R.RECIPES)

@@ -128,12 +128,12 @@ def test_task_graph_and_defaults_come_from_the_job_yaml(copy):
     assert graph["write"] == graph["profile"] == {"cluster"} and graph["insights"] == {"write", "profile"}
 
 
-def test_target_overrides_merge_by_task_key_and_variables_resolve(monkeypatch):
+def test_target_overrides_merge_by_task_key_and_variables_resolve():
     b = B.load(ROOT, "classic")
     load = next(t for t in b.job("segmentation")["tasks"] if t["task_key"] == "load")
     assert load["job_cluster_key"] == "seglib_cluster" and load["notebook_task"]["notebook_path"].endswith("01_load.ipynb")
-    monkeypatch.setenv("BUNDLE_VAR_k", "7")
-    assert B.load(ROOT).parameters("segmentation")["k"] == "7"
+    # An override is passed, not set in os.environ: the runtime rows' threads read it meanwhile.
+    assert B.load(ROOT, env={"BUNDLE_VAR_k": "7"}).parameters("segmentation")["k"] == "7"
     with pytest.raises(B.BundleError, match="target 'nope' is not defined"):
         B.load(ROOT, "nope")
 
@@ -244,19 +244,17 @@ def test_the_daily_refresh_scores_with_the_segmentation_job_on_a_paused_schedule
     assert set(passed) <= set(b.parameters("segmentation"))
 
 
-def test_the_refresh_schedule_status_is_a_variable(monkeypatch):
+def test_the_refresh_schedule_status_is_a_variable():
     assert B.load(ROOT, "prod").variables()["refresh_schedule_status"] == "PAUSED"
-    monkeypatch.setenv("BUNDLE_VAR_refresh_schedule_status", "UNPAUSED")
-    b = B.load(ROOT, "prod")
+    unpaused = {"BUNDLE_VAR_refresh_schedule_status": "UNPAUSED"}
+    b = B.load(ROOT, "prod", env=unpaused)
     assert b.resolve(b.job(REFRESH)["schedule"])["pause_status"] == "UNPAUSED"
-    assert check(ROOT) == []
+    assert check(ROOT, env=unpaused) == []
 
 
-def test_a_bad_refresh_schedule_is_caught_with_the_variables_resolved(copy, monkeypatch):
-    monkeypatch.setenv("BUNDLE_VAR_refresh_schedule_status", "PAUSD")
+def test_a_bad_refresh_schedule_is_caught_with_the_variables_resolved(copy):
     assert any(p.startswith(f"target prod: jobs.{REFRESH}: schedule:") and "'PAUSD' is not a valid PauseStatus" in p
-               for p in check(copy))
-    monkeypatch.delenv("BUNDLE_VAR_refresh_schedule_status")
+               for p in check(copy, env={"BUNDLE_VAR_refresh_schedule_status": "PAUSD"}))
     edit_yaml(copy / "resources" / f"{REFRESH}.job.yml",
               lambda d: d["resources"]["jobs"][REFRESH]["schedule"].update(quartz_cron_expression="0 6 * * *",
                                                                            timezone_id="Europe/Nowhere"))
@@ -294,40 +292,35 @@ def test_a_recipe_file_naming_a_dashboard_with_no_file_is_caught(copy):
                            "has no file ../dashboards/customer_segments_theirs.lvdash.json"]
 
 
-def test_the_dashboard_variable_must_be_the_recipes_dashboard(copy, monkeypatch):
+def test_the_dashboard_variable_must_be_the_recipes_dashboard(copy):
     """The dashboard's queries name its recipe's gold columns: recipe and dashboard go together."""
-    monkeypatch.setenv("BUNDLE_VAR_recipe", "recipes/my_orders.yml")
-    problems = check(copy)
+    mine = {"BUNDLE_VAR_recipe": "recipes/my_orders.yml"}
+    problems = check(copy, env=mine)
     assert len(problems) == 4  # the base configuration and each target; the notebooks' defaults are no drift
     assert all(p.endswith("dashboards.customer_segments: variable recipe is recipes/my_orders.yml, whose dashboard "
                           "is retail, but variable dashboard is airline; deploy with --var dashboard=retail (or "
                           "BUNDLE_VAR_dashboard=retail)") for p in problems)
-    monkeypatch.setenv("BUNDLE_VAR_dashboard", "retail")
-    assert check(copy) == []
-    monkeypatch.delenv("BUNDLE_VAR_dashboard")
-    monkeypatch.delenv("BUNDLE_VAR_recipe")
+    assert check(copy, env={**mine, "BUNDLE_VAR_dashboard": "retail"}) == []
     text = (copy / "databricks.yml").read_text()
     (copy / "databricks.yml").write_text(text.replace("  prod:\n", "  prod:\n    variables: {recipe: retail}\n", 1))
-    assert check(copy) == ["target prod: dashboards.customer_segments: variable recipe is retail, whose dashboard is "
+    assert check(copy, env={}) == ["target prod: dashboards.customer_segments: variable recipe is retail, whose dashboard is "
                            "retail, but variable dashboard is airline; deploy with --var dashboard=retail (or "
                            "BUNDLE_VAR_dashboard=retail)"]
     (copy / "databricks.yml").write_text(text.replace("  prod:\n", "  prod:\n    variables: {recipe: retail, "
                                                       "dashboard: retail}\n", 1))
-    assert check(copy) == []
-    monkeypatch.setenv("BUNDLE_VAR_recipe", "recipes/nothing.yml")
+    assert check(copy, env={}) == []
     assert any(p.startswith("target dev: variable recipe: recipe file") and "nothing.yml not found" in p
-               for p in check(copy))
+               for p in check(copy, env={"BUNDLE_VAR_recipe": "recipes/nothing.yml"}))
 
 
-def test_a_new_recipe_without_a_dashboard_gets_the_generic_one(copy, monkeypatch):
+def test_a_new_recipe_without_a_dashboard_gets_the_generic_one(copy):
     (copy / "recipes" / "theirs.yml").write_text((ROOT / "src/seglib/recipes/retail.yml").read_text()
                                                  .replace("dashboard: retail", "# no dashboard"))
-    monkeypatch.setenv("BUNDLE_VAR_recipe", "recipes/theirs.yml")
-    monkeypatch.setenv("BUNDLE_VAR_dashboard", "generic")
-    assert check(copy) == []
+    theirs = {"BUNDLE_VAR_recipe": "recipes/theirs.yml", "BUNDLE_VAR_dashboard": "generic"}
+    assert check(copy, env=theirs) == []
     (copy / "dashboards" / "customer_segments_generic.lvdash.json").unlink()
     assert "dashboards.customer_segments: file_path ../dashboards/customer_segments_${var.dashboard}.lvdash.json " \
-           "(../dashboards/customer_segments_generic.lvdash.json) does not exist" in " ".join(check(copy))
+           "(../dashboards/customer_segments_generic.lvdash.json) does not exist" in " ".join(check(copy, env=theirs))
 
 
 def test_a_broken_recipe_file_in_the_repository_is_caught(copy):
