@@ -183,6 +183,17 @@ def cmd_import_retail(args) -> int:
     return 0
 
 
+def cmd_pipeline(args) -> int:
+    from .bundle import find_root
+    from .local.pipeline import run_pipeline
+    from .pipeline import Settings
+    settings = Settings(source_table=args.source_table, rfm_bins=args.rfm_bins, as_of=args.as_of or None)
+    start = time.perf_counter()
+    counts = run_pipeline(args.bundle or find_root(), args.lakehouse, args.schema, settings, log=_log)
+    _log(f"done in {time.perf_counter() - start:.0f} s: {counts['gold_rfm_segments']:,} customers segmented")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .local.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")] if args.sizes else list(DEFAULT_SIZES)
@@ -276,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("action", choices=["status", "stop"])
     sv.add_argument("--lakehouse", default=DEFAULT_LAKEHOUSE, help="local lakehouse folder (default: %(default)s)")
     sv.set_defaults(func=cmd_server)
+    pl = sub.add_parser("pipeline", help="run the RFM declarative pipeline (pipelines/rfm) on a local lakehouse "
+                                         "with spark-pipelines")
+    pl.add_argument("action", choices=["run"])
+    _add_common(pl)
+    pl.add_argument("--source-table", default="retail_transactions",
+                    help="the invoice lines: a table in --schema, or schema.table (default: %(default)s)")
+    pl.add_argument("--rfm-bins", default="4", help="score levels of R, F and M: 4 or 5 (default: %(default)s)")
+    pl.add_argument("--as-of", default="", help="reference day YYYY-MM-DD (default: the day after the last transaction)")
+    pl.add_argument("--bundle", type=Path, help="the seglib repository holding pipelines/ (default: found from the cwd)")
+    pl.set_defaults(func=cmd_pipeline)
     b = sub.add_parser("bench", help="time the segmentation job at several sizes beside the lab's code and scikit-learn")
     b.add_argument("--sizes", help="comma-separated member counts (default: 62988,1000000)")
     b.add_argument("--large", action="store_true", help="also 10,000,000 members")

@@ -139,11 +139,14 @@ def default_as_of(transactions: DataFrame) -> date:
     return last + timedelta(days=1)
 
 
-def _by_customer(transactions: DataFrame, as_of: date | None) -> DataFrame:
+def _by_customer(transactions: DataFrame, as_of: date | None, check: bool = True) -> DataFrame:
     """One row per customer_id (one for all lines without one), with the RFM columns over the kept
     lines and the line counts rfm_report sums. Lines left out still count in the line counts.
-    as_of None: the default, computed inside the query (no job now)."""
-    _require(transactions, _NEEDED, f"input table {TB.RETAIL_TRANSACTIONS}")
+    as_of None: the default, computed inside the query (no job now). check False: the input's columns
+    are not looked at now (a pipeline's query function may not analyse a DataFrame; a missing column
+    then fails when the query runs, naming it)."""
+    if check:
+        _require(transactions, _NEEDED, f"input table {TB.RETAIL_TRANSACTIONS}")
     day = F.to_date("invoice_ts")
     if as_of is None:
         last_day = transactions.agg(F.date_add(F.max(day), 1).alias("_as_of"))
@@ -184,9 +187,9 @@ def customer_rfm(transactions: DataFrame, as_of: date | None = None) -> DataFram
 
 
 def customer_rfm_lazy(transactions: DataFrame, as_of: date | None = None) -> DataFrame:
-    """customer_rfm without a job now: as_of None (the default) is computed inside the query. For a
-    declarative pipeline, whose dataset definitions must stay lazy."""
-    return _customers(_by_customer(transactions, None if as_of is None else _check_as_of(as_of)))
+    """customer_rfm without a job or an analysis now: as_of None (the default) is computed inside the
+    query. For a declarative pipeline, whose dataset definitions must stay lazy."""
+    return _customers(_by_customer(transactions, None if as_of is None else _check_as_of(as_of), check=False))
 
 
 def _customers(grouped: DataFrame) -> DataFrame:
@@ -313,11 +316,10 @@ def rfm_scores(rfm: DataFrame, bins: int) -> DataFrame:
 
 
 def rank_scores(rfm: DataFrame, bins: int) -> DataFrame:
-    """rfm_scores' scores as window functions, with no job now (for a declarative pipeline): the module
+    """rfm_scores' scores as window functions, with no job or analysis now (for a declarative pipeline): the module
     docstring's formula itself, ``least(bins, 1 + floor(bins * below / (n - 1)))``, with ``below`` from
     rank() over all customers. The ranking runs in one partition; rfm_scores' cut points scale further."""
-    bins = parse_rfm_bins(bins)
-    _require(rfm, ("recency_days", "frequency", "monetary"), _RFM_TABLE)
+    bins = parse_rfm_bins(bins)  # *rfm* is not analysed here: a pipeline's query function may not
     n = F.count(F.lit(1)).over(Window.partitionBy())
     worse_first = {"r_score": F.col("recency_days").desc(), "f_score": F.col("frequency").asc(),
                    "m_score": F.col("monetary").asc()}
@@ -411,6 +413,21 @@ def segment_rfm(scored: DataFrame, bins: int) -> DataFrame:
     bins = parse_rfm_bins(bins)
     _require(scored, (*SCORE_COLUMNS, "frequency"), _SCORED_TABLE)
     return scored.withColumn("rfm_segment", rfm_segment_column(bins))
+
+
+def summary_measures() -> list[Column]:
+    """Per group of customers: their count, mean recency, frequency and monetary value, total revenue."""
+    return [F.count("*").alias("customer_count"), F.round(F.avg("recency_days"), 1).alias("avg_recency_days"),
+            F.round(F.avg("frequency"), 2).alias("avg_frequency"), F.round(F.avg("monetary"), 2).alias("avg_monetary"),
+            F.round(F.sum("monetary"), 2).alias("total_revenue")]
+
+
+def rule_summary(segmented: DataFrame) -> DataFrame:
+    """One row per rule segment present in *segmented* (customers with rfm_segment): segment (its place
+    in RFM_SEGMENTS), segment_name and summary_measures()."""
+    order = F.create_map(*[x for i, name in enumerate(RFM_SEGMENTS) for x in (F.lit(name), F.lit(i))])
+    return (segmented.groupBy(F.col("rfm_segment").alias("segment_name")).agg(*summary_measures())
+            .withColumn("segment", order[F.col("segment_name")].cast("int")))
 
 
 def all_score_combinations(bins: int):

@@ -64,6 +64,15 @@ RETAIL_RFM_COLUMNS = ["customer_id", "recency_days", "frequency", "monetary", "f
 RETAIL_SUMMARY_COLUMNS = ["grouping", "segment", "segment_name", "customer_count", "avg_recency_days",
                           "avg_frequency", "avg_monetary", "total_revenue", "run_id"]
 
+# The RFM declarative pipeline (pipelines/rfm, seglib.pipeline): materialized views in the pipeline's schema.
+# gold_rfm_segments has RETAIL_RFM_COLUMNS; its summary one row per rule segment.
+GOLD_RFM_SEGMENTS = "gold_rfm_segments"
+GOLD_RFM_SUMMARY = "gold_rfm_segment_summary"
+RFM_QUALITY_CHECKS = "rfm_quality_checks"
+PIPELINE_TABLES = (GOLD_RFM_SEGMENTS, GOLD_RFM_SUMMARY, RFM_QUALITY_CHECKS)
+RFM_PIPELINE_SUMMARY_COLUMNS = ["segment", "segment_name", "customer_count", "avg_recency_days", "avg_frequency",
+                                "avg_monetary", "total_revenue"]
+
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]+$")
 
 

@@ -74,18 +74,13 @@ def _rfm_outputs(base: DataFrame, assignments: DataFrame, run_id: str,
                  rec: R.Recipe) -> tuple[DataFrame, DataFrame]:
     """RFM recipes: customer_id, the RFM columns, the customer attributes present, the cluster; the summary
     has one row per cluster and one per RFM rule segment (segment = its place in rfm.RFM_SEGMENTS)."""
-    from .rfm import RFM_SEGMENTS
+    from .rfm import rule_summary, summary_measures
     labelled = _labelled(base, assignments, run_id).withColumnRenamed("customer_key", "customer_id")
     attributes = [c for c in rec.attributes if c in base.columns]
     segments = labelled.select(*TB.RETAIL_RFM_COLUMNS, *attributes, *TB.GOLD_SEGMENT_COLUMNS)
-    measures = [F.count("*").alias("customer_count"), F.round(F.avg("recency_days"), 1).alias("avg_recency_days"),
-                F.round(F.avg("frequency"), 2).alias("avg_frequency"), F.round(F.avg("monetary"), 2).alias("avg_monetary"),
-                F.round(F.sum("monetary"), 2).alias("total_revenue")]
-    order = F.create_map(*[x for i, name in enumerate(RFM_SEGMENTS) for x in (F.lit(name), F.lit(i))])
-    by_cluster = segments.groupBy("segment", "segment_name").agg(*measures).withColumn("grouping", F.lit("cluster"))
-    by_rule = (segments.groupBy(F.col("rfm_segment").alias("segment_name")).agg(*measures)
-               .withColumn("segment", order[F.col("segment_name")].cast("int"))
-               .withColumn("grouping", F.lit("rfm_segment")))
+    by_cluster = (segments.groupBy("segment", "segment_name").agg(*summary_measures())
+                  .withColumn("grouping", F.lit("cluster")))
+    by_rule = rule_summary(segments).withColumn("grouping", F.lit("rfm_segment"))
     summary = (by_cluster.unionByName(by_rule).withColumn("run_id", F.lit(run_id))
                .orderBy("grouping", "segment"))
     return segments, summary.select(*TB.RETAIL_SUMMARY_COLUMNS)

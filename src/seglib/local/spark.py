@@ -71,6 +71,40 @@ def _class_archive() -> Path:
     return Path.home() / ".cache" / "seglib" / f"spark-classes-{hashlib.sha1(key.encode()).hexdigest()[:12]}.jsa"
 
 
+def session_conf(lakehouse: str | os.PathLike) -> dict[str, str]:
+    """The Spark settings of a local session on *lakehouse* (Delta, its Hive catalog, laptop sizing), apart
+    from the master, the JVM's options and the jars: also what `seglib pipeline run` hands spark-pipelines."""
+    root = Path(lakehouse).resolve()
+    cores = os.cpu_count() or 2
+    return {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(warehouse_dir(root)),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={root / 'metastore_db'};create=true",
+        "spark.driver.memory": os.environ.get("SEGLIB_DRIVER_MEMORY") or "4g",
+        # A laptop has a handful of cores: 200 shuffle partitions would be 200 tiny tasks per stage.
+        "spark.sql.shuffle.partitions": str(max(4, 2 * cores)),
+        "spark.default.parallelism": str(max(4, 2 * cores)),
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        # Delta registers a placeholder schema, then alters it; Hive 2.3 would reject that and retry.
+        "spark.hadoop.hive.metastore.disallow.incompatible.col.type.changes": "false",
+        "spark.sql.debug.maxToStringFields": "200",
+    }
+
+
+def base_java_options(lakehouse: str | os.PathLike) -> str:
+    """The driver JVM's options for *lakehouse*: Derby's home in it, seglib's quiet log4j set-up, UTC."""
+    log4j = Path(__file__).parent / "log4j2.properties"
+    # UTC for the JVM as for the SQL session: outside UTC, Delta 4.3 re-reads a table's whole log to verify
+    # every commit (allFilesInCrc.verificationMode.forceOnNonUTC): an append to a small table took 1.7-3.9 s
+    # with TZ=Europe/Berlin against 0.7 s.
+    return f"-Dderby.system.home={Path(lakehouse).resolve()} -Dlog4j2.configurationFile=file:{log4j} -Duser.timezone=UTC"
+
+
 def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib", conf: dict[str, str] | None = None,
                   java_options: str = "") -> SparkSession:
     from delta import configure_spark_with_delta_pip
@@ -81,8 +115,7 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib", conf: 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     root = Path(lakehouse).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    here = Path(__file__).parent  # log4j2.properties, ivysettings.xml
-    log4j = here / "log4j2.properties"
+    here = Path(__file__).parent  # ivysettings.xml
     cores = os.cpu_count() or 2
     if "-XX:SharedArchiveFile" not in java_options and "-XX:ArchiveClassesAtExit" not in java_options:
         # The class archive the shared server recorded (_serve) serves any local JVM with these jars:
@@ -90,34 +123,11 @@ def local_session(lakehouse: str | os.PathLike, app_name: str = "seglib", conf: 
         archive = _class_archive()
         if archive.exists() and _cached_jars():
             java_options += f" -XX:SharedArchiveFile={archive} -Xlog:cds=off -Xlog:cds+dynamic=off"
-    # UTC for the JVM as for the SQL session: outside UTC, Delta 4.3 re-reads a table's whole log to verify
-    # every commit (allFilesInCrc.verificationMode.forceOnNonUTC): an append to a small table took 1.7-3.9 s
-    # with TZ=Europe/Berlin against 0.7 s.
-    java_opts = " ".join([f"-Dderby.system.home={root} -Dlog4j2.configurationFile=file:{log4j} -Duser.timezone=UTC",
-                          java_options,
-                          os.environ.get("SEGLIB_JAVA_OPTS", "")])
-    builder = (
-        SparkSession.builder.master(os.environ.get("SEGLIB_SPARK_MASTER") or f"local[{cores}]")
-        .appName(app_name)
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.catalogImplementation", "hive")
-        .config("spark.sql.warehouse.dir", str(warehouse_dir(root)))
-        .config("spark.hadoop.javax.jdo.option.ConnectionURL",
-                f"jdbc:derby:;databaseName={root / 'metastore_db'};create=true")
-        .config("spark.driver.extraJavaOptions", java_opts)
-        .config("spark.driver.memory", os.environ.get("SEGLIB_DRIVER_MEMORY") or "4g")
-        # A laptop has a handful of cores: 200 shuffle partitions would be 200 tiny tasks per stage.
-        .config("spark.sql.shuffle.partitions", str(max(4, 2 * cores)))
-        .config("spark.default.parallelism", str(max(4, 2 * cores)))
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.databricks.delta.snapshotPartitions", "2")
-        # Delta registers a placeholder schema, then alters it; Hive 2.3 would reject that and retry.
-        .config("spark.hadoop.hive.metastore.disallow.incompatible.col.type.changes", "false")
-        .config("spark.sql.debug.maxToStringFields", "200")
-    )
+    java_opts = " ".join([base_java_options(root), java_options, os.environ.get("SEGLIB_JAVA_OPTS", "")])
+    builder = (SparkSession.builder.master(os.environ.get("SEGLIB_SPARK_MASTER") or f"local[{cores}]")
+               .appName(app_name).config("spark.driver.extraJavaOptions", java_opts))
+    for key, value in session_conf(root).items():
+        builder = builder.config(key, value)
     # SEGLIB_SPARK_CONF="key=value,key=value" tunes a local session without code changes.
     extra = dict(kv.split("=", 1) for kv in os.environ.get("SEGLIB_SPARK_CONF", "").split(",") if "=" in kv)
     for key, value in {**(conf or {}), **extra}.items():
