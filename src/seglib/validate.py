@@ -9,6 +9,10 @@
   pause_status, a Quartz expression, a known time zone);
 - a dashboard whose file_path names ${var.dashboard} has a file for every recipe's `dashboard`, and in each
   target the dashboard variable is the recipe variable's;
+- every pipeline (Lakeflow) loads with the typed class; its root_path and library globs exist and hold
+  Python that compiles; its seglib.* configuration parses (seglib.pipeline.Settings) in every target; a
+  serverless one has a catalog and a schema; one whose sources import seglib installs it; a job's
+  pipeline_task names a pipeline of this bundle;
 - every recipe file in the repository (recipes/**/*.yml) reads and checks (seglib.recipes);
 - optionally, the wheel builds and `import seglib` works from it in a clean venv.
 """
@@ -42,6 +46,7 @@ def check(root: Path | None = None, env: dict[str, str] | None = None) -> list[s
         where = f"target {target}" if target else "base configuration"
         problems += [f"{where}: {p}" for p in _typed_resources(bundle, need_compute=target is not None)]
         problems += [f"{where}: {p}" for p in _schedules(bundle)]
+        problems += [f"{where}: {p}" for p in _pipelines(bundle)]
     bundle.target = None
     problems += _dashboards_per_recipe(bundle)
     problems += _recipe_files(bundle.root)
@@ -65,8 +70,9 @@ def _undeclared_variables(bundle: B.Bundle) -> list[str]:
 def _typed_resources(bundle: B.Bundle, need_compute: bool = False) -> list[str]:
     from databricks.bundles.dashboards import Dashboard
     from databricks.bundles.jobs import Job
+    from databricks.bundles.pipelines import Pipeline
     problems = []
-    for kind, cls in (("jobs", Job), ("dashboards", Dashboard)):
+    for kind, cls in (("jobs", Job), ("dashboards", Dashboard), ("pipelines", Pipeline)):
         for key, spec in bundle.resources(kind).items():
             try:
                 cls.from_dict(spec)
@@ -117,6 +123,71 @@ def _schedules(bundle: B.Bundle) -> list[str]:
         zone = str(schedule.get("timezone_id", ""))
         if zones and zone not in zones and not _JAVA_OFFSET_ZONE.fullmatch(zone):
             problems.append(f"{where}: timezone_id {schedule.get('timezone_id')!r} is not a known time zone")
+    return problems
+
+
+_PIPELINE_REF = re.compile(r"\$\{resources\.pipelines\.([A-Za-z0-9_]+)\.id\}")
+_IMPORTS_SEGLIB = re.compile(r"^\s*(from|import)\s+seglib\b", re.MULTILINE)
+
+
+def _pipelines(bundle: B.Bundle) -> list[str]:
+    """What the typed Pipeline class cannot see: the sources on disk, the values of the configuration this
+    target deploys, seglib installed where the sources import it, and the jobs' pipeline tasks."""
+    from .pipeline import AS_OF, CONF_PREFIX, RFM_BINS, SOURCE_TABLE, Settings
+    problems, pipelines = [], bundle.resources("pipelines")
+    for key, spec in pipelines.items():
+        where = f"pipelines.{key}"
+        base = bundle.files[where].parent
+        if spec.get("root_path") and not (base / spec["root_path"]).is_dir():
+            problems.append(f"{where}: root_path {spec['root_path']} is not a folder")
+        sources: list[Path] = []
+        for library in spec.get("libraries") or []:
+            pattern = str((library.get("glob") or {}).get("include") or (library.get("file") or {}).get("path") or "")
+            if not pattern:
+                continue
+            folder = base / pattern.removesuffix("/**")
+            found = sorted(folder.rglob("*")) if pattern.endswith("/**") else [folder]
+            found = [f for f in found if f.is_file() and f.suffix in (".py", ".sql") and "__pycache__" not in f.parts]
+            if not found:
+                problems.append(f"{where}: library {pattern} matches no .py or .sql file")
+            sources += found
+        for source in sources:
+            if source.suffix == ".py":
+                try:
+                    compile(source.read_text(), str(source), "exec")
+                except SyntaxError as e:
+                    problems.append(f"{where}: {source.relative_to(bundle.root)} does not compile: {e}")
+        try:
+            conf = {k: str(v) for k, v in (bundle.resolve(spec.get("configuration") or {})).items()}
+            catalog, schema = bundle.resolve(spec.get("catalog") or ""), bundle.resolve(spec.get("schema") or "")
+        except B.BundleError as e:
+            problems.append(f"{where}: {e}")
+            continue
+        unknown = sorted(k for k in conf if k.startswith(CONF_PREFIX) and k not in (SOURCE_TABLE, RFM_BINS, AS_OF))
+        if unknown:
+            problems.append(f"{where}: configuration {', '.join(unknown)} is not a setting of seglib.pipeline "
+                            f"(known: {SOURCE_TABLE}, {RFM_BINS}, {AS_OF})")
+        try:
+            Settings.from_conf(conf)
+        except ParameterError as e:
+            problems.append(f"{where}: configuration: {e}")
+        if spec.get("serverless") and not (catalog and schema):
+            problems.append(f"{where}: a serverless pipeline publishes to Unity Catalog: catalog and schema must be "
+                            f"set (catalog {catalog!r}, schema {schema!r})")
+        installs = [str(d) for d in (spec.get("environment") or {}).get("dependencies") or []]
+        if any(_IMPORTS_SEGLIB.search(s.read_text()) for s in sources if s.suffix == ".py") and not any(
+                "${workspace.file_path}" in d or d.endswith(".whl") or "seglib" in d for d in installs):
+            problems.append(f"{where}: its sources import seglib, which environment.dependencies does not install "
+                            f"(e.g. --editable ${{workspace.file_path}})")
+    for job, spec in bundle.resources("jobs").items():
+        for task in spec.get("tasks") or []:
+            if not task.get("pipeline_task"):
+                continue
+            ref = str(task["pipeline_task"].get("pipeline_id", ""))
+            m = _PIPELINE_REF.fullmatch(ref)
+            if not m or m.group(1) not in pipelines:
+                problems.append(f"jobs.{job}, task {task.get('task_key')}: pipeline_id {ref!r} is not "
+                                f"${{resources.pipelines.<key>.id}} of a pipeline in this bundle")
     return problems
 
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def copy(tmp_path):
-    for name in ("databricks.yml", "resources", "notebooks", "dashboards", "recipes"):
+    for name in ("databricks.yml", "resources", "notebooks", "dashboards", "recipes", "pipelines"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, tmp_path / name)
@@ -328,3 +328,58 @@ def test_a_broken_recipe_file_in_the_repository_is_caught(copy):
     assert check(copy) == [f"recipe file {copy / 'recipes' / 'theirs.yml'}: key inputs.retail_transactions.tabel "
                            f"is unknown; expected one of attributes, columns, key, min_rows, non_negative, optional, "
                            f"optional_columns, plausible, required, schema, table"]
+
+
+# -- the RFM pipeline (resources/rfm.pipeline.yml) ------------------------------------------------------
+
+def test_the_rfm_pipeline_is_serverless_on_the_bundles_schema_and_a_job_refreshes_it():
+    bundle = B.load(ROOT)
+    pipeline = bundle.resources("pipelines")["rfm"]
+    assert pipeline["serverless"] is True
+    assert (pipeline["catalog"], pipeline["schema"]) == ("${var.catalog}", "${var.schema}")
+    base = bundle.files["pipelines.rfm"].parent
+    assert (base / pipeline["root_path"]).resolve() == ROOT / "pipelines" / "rfm"
+    assert [(base / lib["glob"]["include"].removesuffix("/**")).resolve() for lib in pipeline["libraries"]] == [
+        ROOT / "pipelines" / "rfm" / "transformations"]
+    assert pipeline["environment"]["dependencies"] == ["--editable ${workspace.file_path}"]
+    [task] = bundle.job("rfm_pipeline")["tasks"]
+    assert task["pipeline_task"]["pipeline_id"] == "${resources.pipelines.rfm.id}"
+
+
+def _pipeline(copy, change):
+    edit_yaml(copy / "resources" / "rfm.pipeline.yml", lambda d: change(d["resources"]["pipelines"]["rfm"]))
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda p: p.update({"photn": True}), "pipelines.rfm: Unexpected field 'photn'"),
+    (lambda p: p["configuration"].update({"seglib.rfm_bins": "3"}), "seglib.rfm_bins must be 4 or 5"),
+    (lambda p: p["configuration"].update({"seglib.asof": "2024-01-01"}), "configuration seglib.asof is not a setting"),
+    (lambda p: p["configuration"].update({"seglib.source_table": "a;b"}), "seglib.source_table must match"),
+    (lambda p: p.update({"root_path": "../pipelines/rmf"}), "root_path ../pipelines/rmf is not a folder"),
+    (lambda p: p["libraries"][0]["glob"].update({"include": "../pipelines/rfm/transforms/**"}),
+     "library ../pipelines/rfm/transforms/** matches no .py or .sql file"),
+    (lambda p: p.update({"environment": {"dependencies": []}}), "its sources import seglib"),
+    (lambda p: p.update({"catalog": ""}), "catalog and schema must be set"),
+])
+def test_a_broken_pipeline_is_caught(copy, change, expected):
+    _pipeline(copy, change)
+    problems = check(copy)
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_pipeline_source_that_does_not_compile_is_caught(copy):
+    source = copy / "pipelines" / "rfm" / "transformations" / "rfm_segments.py"
+    source.write_text(source.read_text() + "\ndef broken(:\n")
+    assert any("rfm_segments.py does not compile" in p for p in check(copy))
+
+
+def test_a_pipeline_task_must_name_a_pipeline_of_the_bundle(copy):
+    edit_yaml(copy / "resources" / "rfm.pipeline.yml", lambda d: d["resources"]["jobs"]["rfm_pipeline"]["tasks"][0][
+        "pipeline_task"].update({"pipeline_id": "${resources.pipelines.rfm_segments.id}"}))
+    assert any("jobs.rfm_pipeline, task refresh: pipeline_id" in p for p in check(copy))
+
+
+def test_a_targets_variables_reach_the_pipelines_configuration(copy):
+    _pipeline(copy, lambda p: p["configuration"].update({"seglib.as_of": "${var.k}"}))
+    assert check(copy, env={"BUNDLE_VAR_k": "2024-01-31"}) == []
+    assert any("seglib.as_of must be empty" in p for p in check(copy))  # k's default, 5, is no day
