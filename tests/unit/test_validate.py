@@ -383,3 +383,10 @@ def test_a_targets_variables_reach_the_pipelines_configuration(copy):
     _pipeline(copy, lambda p: p["configuration"].update({"seglib.as_of": "${var.k}"}))
     assert check(copy, env={"BUNDLE_VAR_k": "2024-01-31"}) == []
     assert any("seglib.as_of must be empty" in p for p in check(copy))  # k's default, 5, is no day
+
+
+def test_the_classic_target_runs_the_pipeline_on_classic_compute():
+    pipeline = B.load(ROOT, "classic").resources("pipelines")["rfm"]
+    assert pipeline["serverless"] is False
+    assert pipeline["clusters"] == [{"label": "default", "node_type_id": "${var.node_type_id}", "num_workers": 1}]
+    assert pipeline["libraries"] == B.load(ROOT).resources("pipelines")["rfm"]["libraries"]
