@@ -151,10 +151,15 @@ def register(mlflow, result, where: TB.Location, run_id: str = "", model_path: s
         files["segments"].write_text(json.dumps(result.saved_segments()), encoding="utf-8")
         files["statement"].write_text(result.model.statement(), encoding="utf-8")
         # MLflow 3 names a logged model; MLflow 2 (older Databricks runtimes) places it at an artifact path.
-        where_to = {"name": DEFAULT_NAME} if int(mlflow.__version__.split(".")[0]) >= 3 else {"artifact_path": "registered_model"}
-        info = mlflow.pyfunc.log_model(python_model=str(MODEL_FILE), artifacts={k: str(p) for k, p in files.items()},
-                                       signature=_signature(list(result.model.features)),
-                                       pip_requirements=["mlflow-skinny", "numpy", "pandas"], **where_to)
+        mlflow3 = int(mlflow.__version__.split(".")[0]) >= 3
+        where_to = {"name": DEFAULT_NAME} if mlflow3 else {"artifact_path": "registered_model"}
+        with warnings.catch_warnings():
+            # The signature is given (no input example needed); type hints would add a second input check.
+            warnings.filterwarnings("ignore", message=".*(input example|Add type hints)", category=UserWarning)
+            info = mlflow.pyfunc.log_model(python_model=str(MODEL_FILE),
+                                           artifacts={k: str(p) for k, p in files.items()},
+                                           signature=_signature(list(result.model.features)),
+                                           pip_requirements=["mlflow-skinny", "numpy", "pandas"], **where_to)
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     return Registered(name, str(version.version))
 

@@ -53,8 +53,9 @@ def cluster_step(result, lakehouse, where, run_id, tracking_mode="on"):
     """The cluster notebook's saving cell: the model, then the MLflow run (which registers a fit), then the
     handover tables."""
     model_path = default_model_path(lakehouse, where)
-    track = lambda: tracking.log_clustering(result, result.parameters, enabled=tracking_mode, lakehouse=lakehouse,  # noqa: E731
-                                            model_path=model_path, where=where, run_id=run_id, log=quiet)
+    def track():
+        tracking.log_clustering(result, result.parameters, enabled=tracking_mode, lakehouse=lakehouse,
+                                model_path=model_path, where=where, run_id=run_id, log=quiet)
     return save_cluster_outputs(result, model_path, where, track=track).first()
 
 
@@ -75,7 +76,7 @@ def _fit(fitted, **kwargs):
     """A copy of the shared fit (its registered version is noted on the result), or a refit."""
     features, result = fitted
     if kwargs:
-        result = segment(features, "fit", k=kwargs["k"], seed=42, stability_runs=0, log=quiet)
+        result = segment(features, "fit", k=kwargs["k"], seed=42, n_init=1, stability_runs=0, log=quiet)
     else:
         result = dataclasses.replace(result, parameters={"recipe": "airline", "mode": "fit", "k": "5"})
     return features, result
