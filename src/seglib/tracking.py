@@ -28,6 +28,10 @@ seglib scores with), ``model/segments.json`` (the names), ``model/statement.sql`
 ``PipelineModel([SQLTransformer(statement=...)])``), and the saved model folder itself under
 ``model/saved/`` when *model_path* is a folder on this machine (a local lakehouse, or a Unity
 Catalog volume as Databricks mounts it).
+
+Given the run's tables (*where*), a fit's run also registers the model as a new version in the MLflow
+Model Registry, an MLflow pyfunc model with a signature that Unity Catalog accepts (registry.py); the
+write step makes it the champion once it has published.
 """
 from __future__ import annotations
 
