@@ -15,7 +15,7 @@ from seglib import publish as P
 from seglib import registry
 from seglib import tables as TB
 from seglib import tracking
-from seglib.cluster import default_model_path, fit_segments, save_cluster_outputs, segment
+from seglib.cluster import default_model_path, save_cluster_outputs, segment
 from seglib.errors import InputContractError, ParameterError
 from seglib.features import build_features
 from seglib.load import read_input, record_inputs
