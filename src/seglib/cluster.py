@@ -31,6 +31,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -507,8 +508,9 @@ def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe
     registered = None
     if model_path.startswith("models:/"):
         from . import registry
-        folder, registered = registry.download(model_path, lakehouse)
-        model, names, seed = load_registered(folder, registered.uri)
+        with tempfile.TemporaryDirectory(prefix="seglib-champion-") as copy:
+            folder, registered = registry.download(model_path, lakehouse, copy)
+            model, names, seed = load_registered(folder, registered.uri)
         model_path = registered.uri
     else:
         model, names, seed = load_model(spark, model_path)

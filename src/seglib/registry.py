@@ -178,9 +178,10 @@ def _missing(e: Exception) -> bool:
         or "not found" in str(e).lower() or "does not exist" in str(e).lower()
 
 
-def download(model_uri: str, lakehouse: str = "", default_path: str = "") -> tuple[str, Registered]:
-    """The folder holding a registered version's model.json and segments.json (a local copy), and which
-    version it is; *model_uri*: models:/<name>@<alias> or models:/<name>/<version>."""
+def download(model_uri: str, lakehouse: str, dst: str, default_path: str = "") -> tuple[str, Registered]:
+    """The folder holding a registered version's model.json and segments.json (copied into *dst*, a
+    folder the caller removes), and which version it is; *model_uri*: models:/<name>@<alias> or
+    models:/<name>/<version>."""
     name, alias, number = parse_model_uri(model_uri)
     if not T.mlflow_available():
         raise T.TrackingUnavailable(f"model_path {model_uri} is in the MLflow Model Registry, but MLflow is not "
@@ -202,7 +203,7 @@ def download(model_uri: str, lakehouse: str = "", default_path: str = "") -> tup
                 f"Registry at {where_} {what} (or does not exist): run once with mode=fit and MLflow tracking "
                 f"on or auto (its write step makes the new version {ALIAS}){fallback}") from None
         found = Registered(name, str(version.version))
-        folder = mlflow.artifacts.download_artifacts(found.uri, dst_path=tempfile.mkdtemp(prefix="seglib-champion-"))
+        folder = mlflow.artifacts.download_artifacts(found.uri, dst_path=dst)
     files = Path(folder, "artifacts")
     if not (files / "model.json").is_file():
         raise InputContractError(f"{found.uri} holds no seglib model (artifacts/model.json): it was not "

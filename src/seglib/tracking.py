@@ -185,7 +185,7 @@ def _log_run(mlflow, result: ClusterResult, params: dict, figures: dict | None, 
         mlflow.log_text(result.model.statement(), "model/statement.sql")
         if model_path and os.path.isdir(model_path):
             mlflow.log_artifacts(model_path, "model/saved")
-        elif model_path:
+        elif model_path and not model_path.startswith("models:/"):  # a registered version is in the registry
             log(f"MLflow: the saved model at {model_path} is not a folder on this machine; "
                 f"logged its JSON and SQL instead")
         for key, figure in (figures or {}).items():
