@@ -182,7 +182,10 @@ def test_tracking_off_leaves_the_registry_alone(spark, lake, fitted, first):
     written = write_outputs(spark, lake[2], TB.read_table(spark, TB.SEG_ASSIGNMENTS, where), where, run_id="run-off",
                             log=quiet, published=lambda w: registry.promote(spark, where, "off", lakehouse,
                                                                             w["run_id"], log=lines.append))
-    assert written["published"] is None and "registered no model version" in lines[0]
+    assert written["published"] is None and lines == ["MLflow Model Registry: not used (mlflow_tracking=off)"]
+    # tracking on in the write step, but the fit registered nothing: said so, and nothing moves
+    assert registry.promote(spark, where, "auto", lakehouse, "run-off", log=lines.append) is None
+    assert "this fit registered no model version" in lines[-1]
     assert len(client(lakehouse).search_model_versions(f"name='{NAME}'")) == versions and champion(lakehouse) == before
     said = []
     assert default_model_path(lakehouse, where, mode="score", tracking="off", log=said.append) == \
