@@ -154,8 +154,8 @@ def register(mlflow, result, where: TB.Location, run_id: str = "", model_path: s
         mlflow3 = int(mlflow.__version__.split(".")[0]) >= 3
         where_to = {"name": DEFAULT_NAME} if mlflow3 else {"artifact_path": "registered_model"}
         with warnings.catch_warnings():
-            # The signature is given (no input example needed); type hints would add a second input check.
-            warnings.filterwarnings("ignore", message=".*(input example|Add type hints)", category=UserWarning)
+            # The signature is given: no input example is needed to make one.
+            warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
             info = mlflow.pyfunc.log_model(python_model=str(MODEL_FILE),
                                            artifacts={k: str(p) for k, p in files.items()},
                                            signature=_signature(list(result.model.features)),
