@@ -178,7 +178,7 @@ def _missing(e: Exception) -> bool:
         or "not found" in str(e).lower() or "does not exist" in str(e).lower()
 
 
-def download(model_uri: str, lakehouse: str, dst: str, default_path: str = "") -> tuple[str, Registered]:
+def download(model_uri: str, lakehouse: str, dst: str) -> tuple[str, Registered]:
     """The folder holding a registered version's model.json and segments.json (copied into *dst*, a
     folder the caller removes), and which version it is; *model_uri*: models:/<name>@<alias> or
     models:/<name>/<version>."""
@@ -195,13 +195,12 @@ def download(model_uri: str, lakehouse: str, dst: str, default_path: str = "") -
             if not _missing(e):
                 raise RegistryError(f"the MLflow Model Registry at {where_} could not give {model_uri}: "
                                     f"{type(e).__name__}: {T._safe(e)}") from None
-            fallback = f", or pass model_path={default_path} (the folder the last fit saved)" if default_path else \
-                ", or pass model_path (the folder a fit saved)"
             what = f"has no version with alias {alias!r}" if alias else f"has no version {number}"
             raise InputContractError(
                 f"mode=score scores with {model_uri}, but the registered model {name!r} in the MLflow Model "
                 f"Registry at {where_} {what} (or does not exist): run once with mode=fit and MLflow tracking "
-                f"on or auto (its write step makes the new version {ALIAS}){fallback}") from None
+                f"on or auto (its write step makes the new version {ALIAS}), or pass model_path=<the folder a fit "
+                f"saved> (mlflow_tracking=off scores with seglib's default folder)") from None
         found = Registered(name, str(version.version))
         folder = mlflow.artifacts.download_artifacts(found.uri, dst_path=dst)
     files = Path(folder, "artifacts")
