@@ -233,8 +233,8 @@ def promote(spark, where: TB.Location, tracking="auto", lakehouse: str = "", run
     if not enabled(tracking, log):
         return None
     if fitted is None:
-        log(f"MLflow Model Registry: this fit registered no model version (MLflow tracking was off or failed in "
-            f"the cluster step); the registry is left alone")
+        log("MLflow Model Registry: this fit registered no model version (MLflow tracking was off or failed in "
+            "the cluster step); the registry is left alone")
         return None
     on = T.parse_tracking("on" if tracking is True else tracking) == "on"
     try:
