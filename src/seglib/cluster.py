@@ -31,6 +31,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -273,6 +274,10 @@ class ClusterResult:
     # cluster -> {"customers": n, <feature>: mean in original units}: over the fit sample after a fit (the
     # rows the model and its names come from; no Spark pass), over every customer when scoring
     cluster_stats: dict[int, dict] = field(default_factory=dict)
+    # The MLflow Model Registry's version of this model (registry.py): the one a fit registered (set by its
+    # MLflow run), or the one a score loaded; empty when the registry was not used
+    registered_model: str = ""
+    model_version: str = ""
 
     @property
     def centres_scaled(self) -> list[list[float]]:
@@ -462,21 +467,53 @@ def load_model(spark: SparkSession, model_path: str) -> tuple[SegmentModel, dict
         raise InputContractError(
             f"mode=score needs the model a fit run saved at {model_path} (model/ and segments/); "
             f"it could not be read ({type(e).__name__}). Run once with mode=fit first.") from None
+    return saved_model(spec, [r.asDict() for r in rows], model_path)
+
+
+def load_registered(folder: str, model_uri: str) -> tuple[SegmentModel, dict[int, tuple[int, str]], int]:
+    """load_model for a registered version's files, downloaded to *folder* on the driver (registry.download):
+    model.json and segments.json, read without Spark (the driver's files are not the executors')."""
+    try:
+        with open(os.path.join(folder, "model.json"), encoding="utf-8") as f:
+            spec = json.load(f)
+        with open(os.path.join(folder, "segments.json"), encoding="utf-8") as f:
+            rows = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputContractError(f"the registered model {model_uri} has no readable model.json and segments.json "
+                                 f"({type(e).__name__}); pass another model_path or refit with mode=fit") from None
+    return saved_model(spec, rows, model_uri)
+
+
+def saved_model(spec: dict, rows: list[dict], source: str) -> tuple[SegmentModel, dict[int, tuple[int, str]], int]:
+    """The model, names and seed from what ClusterResult.saved_model and saved_segments wrote (*source*: where
+    they came from, for the error)."""
+    spec = dict(spec)
     seed = int(spec.pop("seed", 0))
     spec.pop("fitted_on", None)
     model = SegmentModel(**{**spec, "bounds": {c: tuple(b) for c, b in spec["bounds"].items()}})
-    names = {r["cluster"]: (r["segment"], r["segment_name"]) for r in rows}
+    names = {int(r["cluster"]): (int(r["segment"]), r["segment_name"]) for r in rows}
     k = len(model.centres)
     if sorted(names) != list(range(k)):
-        raise InputContractError(f"the model at {model_path} has {k} clusters but names for {sorted(names)}; "
+        raise InputContractError(f"the model at {source} has {k} clusters but names for {sorted(names)}; "
                                  f"refit with mode=fit")
     return model, names, seed
 
 
-def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe = DEFAULT) -> ClusterResult:
-    """Assign segments with the saved model: no refit, so ids and names stay those of the fit."""
+def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe = DEFAULT,
+                   lakehouse: str = "") -> ClusterResult:
+    """Assign segments with the saved model: no refit, so ids and names stay those of the fit. *model_path*:
+    the folder a fit saved, or a registered version, ``models:/<name>@champion`` or ``models:/<name>/<version>``
+    (*lakehouse*: where a local run's registry is)."""
     spark = features_df.sparkSession
-    model, names, seed = load_model(spark, model_path)
+    registered = None
+    if model_path.startswith("models:/"):
+        from . import registry
+        with tempfile.TemporaryDirectory(prefix="seglib-champion-") as copy:
+            folder, registered = registry.download(model_path, lakehouse, copy)
+            model, names, seed = load_registered(folder, registered.uri)
+        model_path = registered.uri
+    else:
+        model, names, seed = load_model(spark, model_path)
     missing = [c for c in model.features if c not in features_df.columns]
     if missing:
         raise InputContractError(f"the model at {model_path} uses feature(s) {', '.join(missing)}, which "
@@ -489,14 +526,18 @@ def score_segments(features_df: DataFrame, model_path: str, recipe: str | Recipe
     sample = _sample_by_key(predictions, SILHOUETTE_SAMPLE, seed, customers)
     score = silhouette(sample[inputs].to_numpy(dtype="float64"), sample["cluster"].to_numpy(), seed)
     return ClusterResult(model, names, _labelled(predictions, names), score, len(names), seed,
-                         model.transform, customers, "score", str(len(names)), cluster_stats=stats)
+                         model.transform, customers, "score", str(len(names)), cluster_stats=stats,
+                         registered_model=registered.name if registered else "",
+                         model_version=registered.version if registered else "")
 
 
 def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5, seed: int = 42,
             transform: str = "log1p", n_init: int = 3, k_range=DEFAULT_K_RANGE, stability_runs: int = 2,
-            fit_sample: int = FIT_SAMPLE, recipe: str | Recipe = DEFAULT, log=print) -> ClusterResult:
-    """The cluster stage: ``fit`` refits, ``score`` applies the model saved at *model_path*. Nothing is
-    written: save_cluster_outputs saves a fit's model and hands the assignments over."""
+            fit_sample: int = FIT_SAMPLE, recipe: str | Recipe = DEFAULT, lakehouse: str = "",
+            log=print) -> ClusterResult:
+    """The cluster stage: ``fit`` refits, ``score`` applies the model saved at *model_path* (a folder, or
+    a registered version ``models:/...``, see score_segments). Nothing is written: save_cluster_outputs
+    saves a fit's model and hands the assignments over."""
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     k_range = parse_k_range(k_range)
@@ -505,7 +546,7 @@ def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5
                   "seed": str(seed), "feature_transform": transform, "n_init": str(n_init),
                   "stability_runs": str(stability_runs), "fit_sample": str(fit_sample), "model_path": model_path}
     if mode == "score":
-        result = score_segments(features_df, model_path, recipe)
+        result = score_segments(features_df, model_path, recipe, lakehouse)
     else:
         result = fit_segments(features_df, k, seed, transform, n_init, k_range, stability_runs, fit_sample, recipe,
                               log=log)
@@ -515,15 +556,23 @@ def segment(features_df: DataFrame, mode: str = "fit", model_path: str = "", k=5
 
 METRICS_SCHEMA = ("parameters map<string,string>, mode string, k_param string, k int, seed int, feature_transform string, silhouette double, "
                   "stability_ari double, segment_stability map<string,double>, unstable_segments array<string>, "
-                  "customers long, model_path string, k_sweep string")
+                  "customers long, model_path string, k_sweep string, registered_model string, model_version string")
 
 
-def default_model_path(lakehouse: str, where: TB.Location) -> str:
-    """Where the fitted pipeline model goes when model_path is empty.
+def default_model_path(lakehouse: str, where: TB.Location, mode: str = "fit", tracking="off", log=print) -> str:
+    """Where the fitted pipeline model goes when model_path is empty, and what a score run reads.
 
     Databricks with Unity Catalog: a volume in the output schema (seglib creates it when saving).
     Fabric: the attached lakehouse's Files area. Locally: under the lakehouse folder.
-    """
+
+    ``mode=score`` with MLflow (*tracking* auto with MLflow installed, or on): the registered model's
+    champion, ``models:/<name>@champion`` (registry.py), the model of the segments last published. With
+    tracking off, or no MLflow, the folder above, as a fit without MLflow saved it (and it says so)."""
+    if mode == "score":
+        from . import registry
+        if registry.enabled(tracking, log):
+            return registry.champion_uri(registry.model_name(where))
+        log("mode=score reads the model a fit saved in the folder below, not the registry's champion")
     if os.environ.get("DATABRICKS_RUNTIME_VERSION") and where.catalog:
         return f"/Volumes/{where.catalog}/{where.schema}/seglib_models/segmentation"
     if is_managed_runtime():
@@ -531,18 +580,44 @@ def default_model_path(lakehouse: str, where: TB.Location) -> str:
     return str(Path(lakehouse).resolve() / "models" / where.schema / "segmentation")
 
 
-def save_cluster_outputs(result: ClusterResult, model_path: str, where: TB.Location) -> DataFrame:
+def save_cluster_outputs(result: ClusterResult, model_path: str, where: TB.Location, track=None) -> DataFrame:
     """What the stage keeps, side by side: a fit's model (at *model_path*, when given) and, for the
     profile and write steps, the assignments and the run's metrics. The model's three small writes
-    (0.5-0.6 s one after another at 1M members) overlap the two tables' writes."""
-    metrics = result.assignments.sparkSession.createDataFrame(
-        [(result.parameters, result.mode, result.k_param, result.k, result.seed, result.transform, result.silhouette,
-          result.stability.mean_ari, result.segment_stability(), result.unstable_segments(), result.customers,
-          model_path, json.dumps(result.sweep))], METRICS_SCHEMA)
+    (0.5-0.6 s one after another at 1M members) overlap the two tables' writes.
+
+    *track*: called once the model is saved, while the assignments are written (the MLflow run,
+    tracking.log_clustering, which logs the saved folder and registers a fit's model); the metrics are
+    written after it, so they hand the registered version (registered_model, model_version) to the write
+    step, which makes it the champion once it has published."""
+    def metrics_row():
+        # A score by a registered version records that version (an alias moves, the version does not).
+        path = f"models:/{result.registered_model}/{result.model_version}" \
+            if result.mode == "score" and result.model_version else model_path
+        return result.assignments.sparkSession.createDataFrame(
+            [(result.parameters, result.mode, result.k_param, result.k, result.seed, result.transform,
+              result.silhouette, result.stability.mean_ari, result.segment_stability(), result.unstable_segments(),
+              result.customers, path, json.dumps(result.sweep), result.registered_model or None,
+              result.model_version or None)], METRICS_SCHEMA)
+
+    def save(item):
+        return TB.save_table(item[0], item[1], where)
+
     # Spark ML's writer stays on this thread: over Spark Connect it needs the thread's active session.
     model = (lambda: save_model(result, model_path)) if result.mode == "fit" and model_path else None
-    parallel.each(lambda item: TB.save_table(item[0], item[1], where),
-                  [(result.assignments, TB.SEG_ASSIGNMENTS), (metrics, TB.SEG_CLUSTER_METRICS)], meanwhile=model)
+    if track is None:
+        metrics = metrics_row()
+        parallel.each(save, [(result.assignments, TB.SEG_ASSIGNMENTS), (metrics, TB.SEG_CLUSTER_METRICS)],
+                      meanwhile=model)
+        return metrics
+
+    def model_then_track():
+        if model is not None:
+            model()
+        track()
+
+    parallel.each(save, [(result.assignments, TB.SEG_ASSIGNMENTS)], meanwhile=model_then_track)
+    metrics = metrics_row()
+    save((metrics, TB.SEG_CLUSTER_METRICS))
     return metrics
 
 

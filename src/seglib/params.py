@@ -200,17 +200,22 @@ PARAMS: dict[str, Param] = {
                         "customers the model is fitted on (a seeded sample, 1000-2000000); then all are assigned"),
     "feature_transform": Param(_choice("feature_transform", _transforms), "log1p", ("cluster",),
                                "log1p (counts and amounts enter as log(1 + x / median)) or none (the lab's scaling)"),
-    "model_path": Param(_text, "", ("cluster",), "where the fitted model goes; empty means seglib's default",
+    "model_path": Param(_text, "", ("cluster",),
+                        "where the fitted model goes, or `models:/<name>@<alias>` to score with; empty means seglib's default",
                         "that is `<lakehouse>/models/<schema>/segmentation` locally, the volume "
                         "`/Volumes/<catalog>/<schema>/seglib_models/segmentation` on Databricks (created if "
-                        "missing), `Files/seglib_models/<schema>/segmentation` in Fabric"),
-    "mlflow_tracking": Param(_choice("mlflow_tracking", _trackings), "auto", ("cluster",),
-                             "MLflow run of the fit: auto (when MLflow is installed), on (required) or off",
+                        "missing), `Files/seglib_models/<schema>/segmentation` in Fabric; with `mode=score` and "
+                        "MLflow, the registered model's champion (`models:/seglib_segmentation@champion`, see "
+                        '"The model registry"); `models:/<name>/<version>` scores with one version'),
+    "mlflow_tracking": Param(_choice("mlflow_tracking", _trackings), "auto", ("cluster", "write"),
+                             "MLflow run and registered model of the fit: auto (when MLflow is installed), on (required) or off",
                              "it records the parameters, silhouette, stability, segment shares, model files and "
-                             "figures. Locally the store is `<lakehouse>/mlflow.db` (`mlflow ui "
+                             "figures, and registers the model (`seglib_segmentation`; in Unity Catalog "
+                             "`<catalog>.<schema>.seglib_segmentation`), which the write step makes `champion` once "
+                             "it has published. Locally the store is `<lakehouse>/mlflow.db` (`mlflow ui "
                              "--backend-store-uri sqlite:///.lakehouse/mlflow.db`); Databricks and Fabric use "
                              "their own"),
-    "run_id": Param(_pattern("run_id", r"[A-Za-z0-9_.:-]+"), "", ("write", "insights"),
+    "run_id": Param(_pattern("run_id", r"[A-Za-z0-9_.:-]+"), "", ("cluster", "write", "insights"),
                     "this run's id, on both gold tables and in the run log; empty means one is generated",
                     "the job passes its run id; `seglib run` its run folder's name"),
     "source_path": Param(_path("source_path"), "", STAGES,

@@ -28,6 +28,10 @@ seglib scores with), ``model/segments.json`` (the names), ``model/statement.sql`
 ``PipelineModel([SQLTransformer(statement=...)])``), and the saved model folder itself under
 ``model/saved/`` when *model_path* is a folder on this machine (a local lakehouse, or a Unity
 Catalog volume as Databricks mounts it).
+
+Given the run's tables (*where*), a fit's run also registers the model as a new version in the MLflow
+Model Registry, an MLflow pyfunc model with a signature that Unity Catalog accepts (registry.py); the
+write step makes it the champion once it has published.
 """
 from __future__ import annotations
 
@@ -156,7 +160,8 @@ def _experiment_id(mlflow, experiment: str, lakehouse: str, local: bool) -> str 
 
 
 def _log_run(mlflow, result: ClusterResult, params: dict, figures: dict | None, experiment: str, lakehouse: str,
-             run_name: str, model_path: str, local: bool, log) -> tuple[str, str]:
+             run_name: str, model_path: str, local: bool, log, where=None, run_id: str = "",
+             required: bool = False) -> tuple[str, str]:
     from . import __version__
     experiment_id = _experiment_id(mlflow, experiment, lakehouse, local)
     # Shares of the fit sample after a fit (what the model and its names come from), of every customer when
@@ -166,7 +171,7 @@ def _log_run(mlflow, result: ClusterResult, params: dict, figures: dict | None, 
     # Nested when a run is already open (a user's own, or a platform's), so it is neither ended nor reused.
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=mlflow.active_run() is not None) as run:
         mlflow.set_tags({"seglib.version": __version__, "seglib.mode": result.mode,
-                         "seglib.feature_transform": result.transform})
+                         "seglib.feature_transform": result.transform, **({"seglib.run_id": run_id} if run_id else {})})
         mlflow.log_params(_params(result, params))
         mlflow.log_metrics(_metrics(result, shares))
         for row in result.sweep:  # one point per k: the MLflow UI charts it over "step"
@@ -180,24 +185,48 @@ def _log_run(mlflow, result: ClusterResult, params: dict, figures: dict | None, 
         mlflow.log_text(result.model.statement(), "model/statement.sql")
         if model_path and os.path.isdir(model_path):
             mlflow.log_artifacts(model_path, "model/saved")
-        elif model_path:
+        elif model_path and not model_path.startswith("models:/"):  # a registered version is in the registry
             log(f"MLflow: the saved model at {model_path} is not a folder on this machine; "
                 f"logged its JSON and SQL instead")
         for key, figure in (figures or {}).items():
             if figure is not None:
                 mlflow.log_figure(figure, _figure_file(key))
+        if where is not None and result.mode == "fit":
+            _register(mlflow, result, where, run_id, model_path, lakehouse, required, log)
         return run.info.run_id, run.info.experiment_id
+
+
+def _register(mlflow, result: ClusterResult, where, run_id: str, model_path: str, lakehouse: str, required: bool,
+              log) -> None:
+    """A new version of the registered model (registry.py), noted on *result* for the handover; a failure
+    only warns unless tracking is required, and the run's record stays."""
+    from . import registry
+    try:
+        registered = registry.register(mlflow, result, where, run_id, model_path)
+    except Exception as e:
+        if required:
+            raise
+        warnings.warn(f"MLflow Model Registry: the model was not registered, the run goes on without it (the "
+                      f"champion stays where it was): {type(e).__name__}: {_safe(e)}", RuntimeWarning, stacklevel=3)
+        return
+    result.registered_model, result.model_version = registered.name, registered.version
+    log(f"MLflow Model Registry: registered {registered.name} version {registered.version} at "
+        f"{_safe(registry.registry_uri(lakehouse))}; the write step makes it @{registry.ALIAS} once it has published")
 
 
 def log_clustering(result: ClusterResult, params: dict, figures: dict | None = None, *,
                    enabled: bool | str = "auto", lakehouse: str = "", experiment: str = DEFAULT_EXPERIMENT,
-                   run_name: str = "", model_path: str = "", log=print) -> str | None:
+                   run_name: str = "", model_path: str = "", where=None, run_id: str = "",
+                   log=print) -> str | None:
     """Record the clustering as one MLflow run and return its id; None when tracking is off or skipped.
 
     *enabled*: "auto" tracks when mlflow is installed, and a failure to track only warns (the segments
     are the product, the run record is not); True/"on" requires it (a missing mlflow or a failure
     raises); False/"off" skips. *figures*: plotly figures by name, logged as figures/<name>.html.
-    *model_path*: the folder ``cluster.save_model`` wrote, logged as files when it is local."""
+    *model_path*: the folder ``cluster.save_model`` wrote, logged as files when it is local. *where*: the
+    run's tables; given, a fit's model is also registered as a new version in the MLflow Model Registry
+    (registry.py: not made champion here), tagged with seglib's *run_id*, and the version is noted on
+    *result* (registered_model, model_version) for save_cluster_outputs to hand over."""
     mode = _mode(enabled)
     if mode == "off":
         return None
@@ -214,10 +243,10 @@ def log_clustering(result: ClusterResult, params: dict, figures: dict | None = N
         if local:  # only for this run: MLflow keeps the URI process-wide (and in the environment)
             mlflow.set_tracking_uri(uri)
             restore = True
-        run_id, experiment_id = _log_run(mlflow, result, params, figures, experiment, lakehouse, run_name,
-                                         model_path, local, log)
-        log(f"MLflow: run {run_id} in experiment {experiment_id} at {_safe(uri)}")
-        return run_id
+        tracked, experiment_id = _log_run(mlflow, result, params, figures, experiment, lakehouse, run_name,
+                                          model_path, local, log, where, run_id, mode == "on")
+        log(f"MLflow: run {tracked} in experiment {experiment_id} at {_safe(uri)}")
+        return tracked
     except Exception as e:
         if mode == "on":
             raise

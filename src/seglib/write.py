@@ -149,14 +149,17 @@ def compared_version(spark: SparkSession, run_id: str, current: int | None, wher
 
 
 def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, where: TB.Location,
-                  run_id: str = "", recipe: str | R.Recipe = R.DEFAULT, log=print) -> dict:
+                  run_id: str = "", recipe: str | R.Recipe = R.DEFAULT, published=None, log=print) -> dict:
     """Compute and validate the gold tables and the migration since the previous run, then publish
     them together with the run log row (publish.py). Returns the checks, the run id, the output tables'
     Delta versions and the run log row. *kpi*: the customer base (customer_base).
 
     Idempotent per run id: a retry of a run that already published (all or part of) its outputs compares
     with the version before its first publish (compared_version), and replaces its run log row rather
-    than adding a second one (log_run), so the gold tables end as one successful attempt leaves them."""
+    than adding a second one (log_run), so the gold tables end as one successful attempt leaves them.
+
+    *published*: called with the result once the publish has succeeded, and only then (the registry's
+    champion moves there: registry.promote); what it returns is ``written["published"]``."""
     given = bool(run_id)  # a generated id cannot have published before
     run_id = run_id or new_run_id()
     key = R.get(recipe).key
@@ -194,6 +197,9 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, w
     finally:
         for df in (segments, summary, migration):
             uncache(df)
+    # After publish returned, not in its *then*: a failure after *then* (the last checkpoint) still fails
+    # the run and restores the tables, and a failed run must not have moved anything.
+    written["published"] = published(written) if published is not None else None
     return written
 
 

@@ -1,5 +1,5 @@
 """The retail recipe end to end: `seglib demo --recipe retail` (demo data, the six notebooks through
-papermill, report.html, an MLflow run), then its tables read back with delta-rs and recomputed with
+papermill, report.html, an MLflow run and the registry's champion), then its tables read back with delta-rs and recomputed with
 pandas, independently of Spark and seglib's own code."""
 import json
 
@@ -126,3 +126,7 @@ def test_the_fit_is_an_mlflow_run(run):
     assert "model/model.json" in artifacts
     model = json.loads(open(client.download_artifacts(runs[0].info.run_id, "model/model.json")).read())
     assert model["features"] == list(RETAIL.features)
+    # The fit registered its model, and the write step made it the champion once it had published.
+    champion = client.get_model_version_by_alias("seglib_segmentation", "champion")
+    assert champion.run_id == runs[0].info.run_id and champion.tags["seglib.recipe"] == "retail"
+    assert champion.tags["seglib.run_id"] == champion.tags["seglib.published_run_id"] == log.run_id
