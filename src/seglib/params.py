@@ -205,12 +205,12 @@ PARAMS: dict[str, Param] = {
                         "that is `<lakehouse>/models/<schema>/segmentation` locally, the volume "
                         "`/Volumes/<catalog>/<schema>/seglib_models/segmentation` on Databricks (created if "
                         "missing), `Files/seglib_models/<schema>/segmentation` in Fabric; with `mode=score` and "
-                        "MLflow, the registered model's champion (`models:/seglib_segmentation@champion`, see "
+                        "MLflow, the registered model's champion (`models:/seglib_segmentation_<schema>@champion`, see "
                         '"The model registry"); `models:/<name>/<version>` scores with one version'),
     "mlflow_tracking": Param(_choice("mlflow_tracking", _trackings), "auto", ("cluster", "write"),
                              "MLflow run and registered model of the fit: auto (when MLflow is installed), on (required) or off",
                              "it records the parameters, silhouette, stability, segment shares, model files and "
-                             "figures, and registers the model (`seglib_segmentation`; in Unity Catalog "
+                             "figures, and registers the model (`seglib_segmentation_<schema>`; in Unity Catalog "
                              "`<catalog>.<schema>.seglib_segmentation`), which the write step makes `champion` once "
                              "it has published. Locally the store is `<lakehouse>/mlflow.db` (`mlflow ui "
                              "--backend-store-uri sqlite:///.lakehouse/mlflow.db`); Databricks and Fabric use "

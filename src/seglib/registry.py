@@ -7,9 +7,10 @@ Where the model is registered (the tracking store of tracking.py, so the same pl
 - Databricks (``DATABRICKS_RUNTIME_VERSION`` set): Unity Catalog (registry URI ``databricks-uc``), as
   ``<catalog>.<schema>.seglib_segmentation``, beside the gold tables. Unity Catalog requires a signature,
   hence a real MLflow model below.
-- Fabric: the workspace's MLflow, as ``seglib_segmentation`` (a workspace item).
+- Fabric: the workspace's MLflow, as ``seglib_segmentation_<schema>`` (a workspace item).
 - ``MLFLOW_REGISTRY_URI`` or ``MLFLOW_TRACKING_URI`` set: that store.
-- Anywhere else: the SQLite store ``<lakehouse>/mlflow.db`` that the runs go to.
+- Anywhere else: the SQLite store ``<lakehouse>/mlflow.db`` that the runs go to, as
+  ``seglib_segmentation_<schema>``.
 
 What is registered: a pyfunc model (registered_model.py, "models from code": numpy and pandas only)
 whose artifacts are seglib's own files, ``model.json`` and ``segments.json`` (what ``cluster.save_model``
@@ -67,9 +68,10 @@ def on_databricks() -> bool:
 
 def model_name(where: TB.Location) -> str:
     """The registered model's name: ``<catalog>.<schema>.seglib_segmentation`` in Unity Catalog (Databricks),
-    ``seglib_segmentation`` elsewhere."""
+    ``seglib_segmentation_<schema>`` elsewhere. One model per schema, as the gold tables: a lakehouse's
+    one store holds every schema's runs, and a score must never take another schema's champion."""
     if not on_databricks():
-        return DEFAULT_NAME
+        return f"{DEFAULT_NAME}_{where.schema}"
     if not where.catalog:
         raise ParameterError(f"catalog is empty: on Databricks the model is registered in Unity Catalog as "
                              f"<catalog>.{where.schema}.{DEFAULT_NAME}; set the catalog parameter")

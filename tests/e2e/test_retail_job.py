@@ -127,6 +127,6 @@ def test_the_fit_is_an_mlflow_run(run):
     model = json.loads(open(client.download_artifacts(runs[0].info.run_id, "model/model.json")).read())
     assert model["features"] == list(RETAIL.features)
     # The fit registered its model, and the write step made it the champion once it had published.
-    champion = client.get_model_version_by_alias("seglib_segmentation", "champion")
+    champion = client.get_model_version_by_alias("seglib_segmentation_shop", "champion")
     assert champion.run_id == runs[0].info.run_id and champion.tags["seglib.recipe"] == "retail"
     assert champion.tags["seglib.run_id"] == champion.tags["seglib.published_run_id"] == log.run_id

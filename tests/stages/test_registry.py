@@ -22,7 +22,7 @@ from seglib.load import read_input, record_inputs
 from seglib.write import write_outputs
 
 quiet = lambda *a, **k: None  # noqa: E731
-NAME = registry.DEFAULT_NAME
+NAME = f"{registry.DEFAULT_NAME}_registry_t"  # the schema of the lake fixture
 
 
 @pytest.fixture(autouse=True)
@@ -220,7 +220,8 @@ def test_registry_auto_failure_warns_and_the_run_goes_on(spark, lake, fitted, mo
 
 def test_names_and_uris(monkeypatch, tmp_path):
     where = TB.Location("contoso", "main")
-    assert registry.model_name(where) == NAME
+    assert registry.model_name(where) == "seglib_segmentation_contoso"
+    assert registry.model_name(TB.Location("shop")) == "seglib_segmentation_shop"  # a schema's own champion
     assert registry.registry_uri(str(tmp_path)) == tracking.tracking_uri(str(tmp_path))
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "16.4")
     assert registry.model_name(where) == "main.contoso.seglib_segmentation"
