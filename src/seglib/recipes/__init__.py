@@ -15,6 +15,10 @@ A recipe file can extend another one and point its tables at yours, with no Pyth
         table: my_orders          # in the run's catalog and schema
         columns: {invoice_id: order_no, customer_id: client, invoice_ts: ordered_at}
 
+``descriptions`` (per input, optional) says what a column is, its units and how it is computed: the
+comment it carries into the gold tables (seglib.comments); a column without one is described by the
+table and column it is read from.
+
 ``columns`` maps the recipe's column (left) to your table's (right); the load step reads your table
 under the recipe's names, so every later step, and the outputs, are the same as for the recipe's own
 layout. A relative path is looked up in the working folder, then in the repository root (the bundle
