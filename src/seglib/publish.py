@@ -60,25 +60,28 @@ def _restore(spark: SparkSession, table: str, version: int | None, where: TB.Loc
 
 
 def publish(spark: SparkSession, frames: dict[str, DataFrame], where: TB.Location,
-            guard: tuple[str, int | None] | None = None, then=None, log=print) -> dict[str, int]:
+            guard: tuple[str, int | None] | None = None, then=None, log=print,
+            descriptions: dict[str, str] | None = None) -> dict[str, int]:
     """Overwrite each table with its validated DataFrame, in order, then call *then* with the new
     versions (the run log append); all or nothing.
 
     *guard*: (table, version) the outputs were computed from (the previous gold_customer_segments_ml,
     which the migration compares with). If the table moved since, another run published meanwhile
-    and nothing is written. Returns the new versions."""
+    and nothing is written. *descriptions*: table -> its description (default seglib's, see
+    tables.save_table; a changed one is set in the overwrite's own commit). Returns the new versions."""
     tables = list(frames)
     before = versions(spark, tables, where)
     if guard is not None and before[guard[0]] != guard[1]:
         raise ConcurrentRunError(f"another run published while this one ran ({guard[0]} version {guard[1]} -> "
                                  f"{before[guard[0]]}); this run's outputs were not published")
-    # An overwrite is one Delta commit, so each table's next version is known; the first table's is
+    # An overwrite is one Delta commit (setting a new description or column comments too: save_table), so
+    # each table's next version is known; the first table's is
     # read back to catch a writer that slipped in between (the job and `seglib run` allow one run at a time).
     after = {t: 0 if v is None else v + 1 for t, v in before.items()}
     done: list[str] = []
     try:
         for table, df in frames.items():
-            TB.save_table(df, table, where)
+            TB.save_table(df, table, where, description=(descriptions or {}).get(table))
             done.append(table)
             checkpoint(f"publish:{table}")
         first = TB.table_version(spark, tables[0], where)

@@ -10,13 +10,14 @@ from datetime import datetime, timezone
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from . import comments as C
 from . import parallel
 from . import publish as P
 from . import recipes as R
 from . import tables as TB
 from .load import read_input
 from .errors import ValidationError
-from .migration import segment_migration
+from .migration import MIGRATION_COLUMNS, segment_migration
 from .session import cache, uncache
 from .tables import save_table
 
@@ -55,19 +56,25 @@ def _labelled(base: DataFrame, assignments: DataFrame, run_id: str, key: str = "
 
 def build_outputs(base: DataFrame, assignments: DataFrame, run_id: str,
                   recipe: str | R.Recipe = R.DEFAULT) -> tuple[DataFrame, DataFrame]:
-    """gold_customer_segments_ml (the customer base + segment, segment_name, run_id) and gold_segment_summary."""
+    """gold_customer_segments_ml (the customer base + segment, segment_name, run_id) and gold_segment_summary,
+    each column with its comment (seglib.comments)."""
     rec = R.get(recipe)
     if rec.build == "rfm":
-        return _rfm_outputs(base, assignments, run_id, rec)
+        segments, summary = _rfm_outputs(base, assignments, run_id, rec)
+        columns = [*TB.RETAIL_RFM_COLUMNS, *[c for c in rec.attributes if c in base.columns], *TB.GOLD_SEGMENT_COLUMNS]
+        return (C.commented(segments, C.column_comments(TB.GOLD_SEGMENTS, rec), columns),
+                C.commented(summary, C.column_comments(TB.GOLD_SUMMARY, rec), TB.RETAIL_SUMMARY_COLUMNS))
     key = rec.tables[rec.customers_table].key or rec.key
-    segments = _labelled(base, assignments, run_id, key).select(*base.columns, *TB.GOLD_SEGMENT_COLUMNS)
+    columns = [*base.columns, *TB.GOLD_SEGMENT_COLUMNS]
+    segments = C.commented(_labelled(base, assignments, run_id, key), C.column_comments(TB.GOLD_SEGMENTS, rec), columns)
     averages = rec.summary
     summary = (segments.groupBy("segment", "segment_name")
                .agg(F.count("*").alias("customer_count"),
                     *[F.round(F.avg(column), decimals).alias(name) for name, (column, decimals) in averages.items()])
                .withColumn("run_id", F.lit(run_id))
                .orderBy("segment"))
-    return segments, summary.select("segment", "segment_name", "customer_count", *averages, "run_id")
+    return segments, C.commented(summary, C.column_comments(TB.GOLD_SUMMARY, rec),
+                                 ["segment", "segment_name", "customer_count", *averages, "run_id"])
 
 
 def _rfm_outputs(base: DataFrame, assignments: DataFrame, run_id: str,
@@ -182,7 +189,8 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, w
         checks = validated[0]
         next_version = 0 if current is None else current + 1
         old = TB.read_version(spark, TB.GOLD_SEGMENTS, previous, where) if previous is not None else None
-        migration = cache(segment_migration(old, segments, run_id, previous, next_version, key=key))
+        migration = cache(C.commented(segment_migration(old, segments, run_id, previous, next_version, key=key),
+                                      C.MIGRATION_COLUMNS, MIGRATION_COLUMNS))
         migration.count()  # computed before publishing starts, so the publish itself only writes
         P.checkpoint("validated")
         written = {**checks, "run_id": run_id, "previous_version": previous, "logged_before": logged}
@@ -193,7 +201,8 @@ def write_outputs(spark: SparkSession, kpi: DataFrame, assignments: DataFrame, w
 
         log(f"run {run_id}: publishing")
         P.publish(spark, {TB.GOLD_SEGMENTS: segments, TB.GOLD_SUMMARY: summary, TB.GOLD_MIGRATION: migration},
-                  where, guard=(TB.GOLD_SEGMENTS, current), then=log_this_run, log=log)
+                  where, guard=(TB.GOLD_SEGMENTS, current), then=log_this_run, log=log,
+                  descriptions={t: C.table_description(t, recipe) for t in PUBLISHED})
     finally:
         for df in (segments, summary, migration):
             uncache(df)
@@ -214,7 +223,7 @@ def log_run(spark: SparkSession, written: dict, where: TB.Location, log=print) -
            m["silhouette"], m["stability_ari"], m["segment_stability"], m["unstable_segments"],
            written["customers"], {r["table"]: r["rows"] for r in inputs},
            {r["table"]: r["version"] for r in inputs}, written["output_versions"], m["model_path"])
-    record = spark.createDataFrame([row], RUNS_SCHEMA)
+    record = C.commented(spark.createDataFrame([row], RUNS_SCHEMA), C.RUNS_COLUMNS, list(C.RUNS_COLUMNS))
     if not written.get("logged_before"):
         save_table(record, TB.GOLD_RUNS, where, mode="append")
         return record

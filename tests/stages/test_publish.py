@@ -105,3 +105,58 @@ def test_handover_tables_are_created_anew_and_outputs_keep_their_history(spark, 
     # New columns replace the old ones, as an overwrite with overwriteSchema did.
     TB.save_table(spark.createDataFrame([(1, 2.5)], "customer_key int, score double"), TB.SEG_ASSIGNMENTS, where)
     assert TB.read_table(spark, TB.SEG_ASSIGNMENTS, where).columns == ["customer_key", "score"]
+
+
+def _description(spark, where, table):
+    return spark.sql(f"DESCRIBE DETAIL {where.sql(table)}").first()["description"]
+
+
+def _comments(spark, where, table):
+    return {f.name: f.metadata.get("comment") for f in TB.read_table(spark, table, where).schema.fields}
+
+
+def test_tables_written_before_comments_existed_get_them_in_the_publish_commit(spark, where):
+    """Gold tables an older seglib wrote (no description, no comments) are documented by the next publish,
+    still one commit each, so the versions publish expects hold; the run log, only ever appended, gets
+    its description and comments before the append. A reworded comment replaces the old one."""
+    from seglib.comments import commented, table_description
+    for table in TABLES + [TB.GOLD_RUNS]:
+        _frame(spark, "r0", 2).write.format("delta").saveAsTable(where.qualified(table))
+    documented = {"customer_key": "Customer key.", "run_id": "Id of the run."}
+    frames = {t: commented(_frame(spark, "r1", 3), documented) for t in TABLES}
+    assert P.publish(spark, frames, where, guard=(TB.GOLD_SEGMENTS, 0), log=lambda *a: None) == {t: 1 for t in TABLES}
+    for table in TABLES:
+        assert _description(spark, where, table) == table_description(table)
+        assert _comments(spark, where, table) == documented
+    TB.save_table(commented(_frame(spark, "r1", 1), documented), TB.GOLD_RUNS, where, mode="append")
+    assert _description(spark, where, TB.GOLD_RUNS) == table_description(TB.GOLD_RUNS)
+    assert _comments(spark, where, TB.GOLD_RUNS) == documented
+    assert TB.read_table(spark, TB.GOLD_RUNS, where).count() == 3
+    reworded = {**documented, "run_id": "The run's id."}
+    after = P.publish(spark, {t: commented(_frame(spark, "r2", 3), reworded) for t in TABLES}, where,
+                      guard=(TB.GOLD_SEGMENTS, 1), log=lambda *a: None)
+    assert after == {t: 2 for t in TABLES} and _comments(spark, where, TB.GOLD_SUMMARY) == reworded
+    _publish(spark, where, "r3", 2)  # the same columns and description: a plain overwrite keeps them
+    assert _description(spark, where, TB.GOLD_SEGMENTS) == table_description(TB.GOLD_SEGMENTS)
+
+
+def test_tables_at_a_path_carry_their_description_and_comments(spark, tmp_path):
+    """target_path: each table is a Delta folder; delta-rs reads its description and column comments,
+    which survive overwrites; a handover table at a path says it is internal."""
+    from deltalake import DeltaTable
+    from seglib.comments import commented, table_description
+    where = TB.Location("unused", target_path=str(tmp_path / "Tables"))
+    documented = {"customer_key": "Customer key.", "run_id": "Id of the run."}
+    for version, run_id in enumerate(["r1", "r2", "r3"]):
+        frames = {t: commented(_frame(spark, run_id, 3), documented) for t in TABLES}
+        assert P.publish(spark, frames, where, guard=(TB.GOLD_SEGMENTS, None if version == 0 else version - 1),
+                         log=lambda *a: None, descriptions={TB.GOLD_SUMMARY: "Summary, described here."}) == {
+            t: version for t in TABLES}
+    for table in TABLES:
+        dt = DeltaTable(where.path(table))
+        assert dt.version() == 2
+        assert dt.metadata().description == ("Summary, described here." if table == TB.GOLD_SUMMARY
+                                             else table_description(table))
+        assert {f.name: f.metadata.get("comment") for f in dt.schema().fields} == documented
+    TB.save_table(_frame(spark, "r3", 1), TB.SEG_ASSIGNMENTS, where)
+    assert DeltaTable(where.path(TB.SEG_ASSIGNMENTS)).metadata().description.startswith("Internal to seglib")

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from seglib import publish as P
 from seglib import recipes as R
 from seglib import tables as TB
 from seglib.cluster import segment
+from seglib.comments import table_description, uncommented
 from seglib.errors import InputContractError, ParameterError
 from seglib.features import build_recipe_features, feature_inputs
 from seglib.insights import insights
@@ -218,6 +220,11 @@ def test_a_recipe_the_code_has_never_seen_runs_every_stage(spark, where, tmp_pat
     assert {"avg_fee", "avg_tenure"} <= set(profile.columns)
     segments, summary = build_outputs(gold["subscribers"], result.assignments, "r1", recipe)
     assert validate_outputs(gold["subscribers"], segments, summary, recipe)["customers"] == 470
+    # Every column is commented: the file describes none, so a passed-through one names where it comes from
+    assert uncommented(segments.schema) == [] and uncommented(summary.schema) == []
+    comments = {f.name: f.metadata["comment"] for f in summary.schema.fields}
+    assert comments["avg_fee"] == ("Mean of monthly_fee over the segment's customers, rounded to 2 decimals. "
+                                   "monthly_fee: From input subscribers.monthly_fee.")
     assert summary.columns == ["segment", "segment_name", "customer_count", "avg_fee", "avg_tenure", "run_id"]
     assert segments.columns[:5] == ["subscriber_id", "plan", "monthly_fee", "months_active", "logins_90d"]
     found = insights(segments, recipe)
@@ -235,3 +242,31 @@ def test_an_edited_recipe_file_is_read_again(tmp_path):
     path.write_text("extends: retail\ndescribes: second words\n")
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
     assert R.get(str(path)).describes == "second words"
+
+
+def test_retail_gold_tables_at_a_path_are_documented_for_delta_rs_readers(spark, tmp_path):
+    """The retail recipe's gold tables written as Delta folders (target_path, as on OneLake): delta-rs reads
+    the table descriptions and every column's comment, the customer attributes' from the recipe file,
+    and they stay through a second publish."""
+    from deltalake import DeltaTable
+    inputs = TB.Location("shop_documented")
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {inputs.schema_name}")
+    for table, df in retail_tables(spark, customers=300, seed=5).items():
+        TB.save_table(df, table, inputs)
+    where = TB.Location(inputs.schema, target_path=str(tmp_path / "Tables"))
+    features, _ = build_recipe_features(feature_inputs(spark, where, "retail"), "retail")
+    result = segment(features, k=4, seed=42, n_init=1, stability_runs=0, recipe="retail", **QUIET)
+    tables = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY]
+    for run_id in ("r1", "r2"):
+        segments, summary = build_outputs(features, result.assignments, run_id, "retail")
+        P.publish(spark, dict(zip(tables, (segments, summary))), where, log=lambda *a: None,
+                  descriptions={t: table_description(t, "retail") for t in tables})
+    for table in tables:
+        dt = DeltaTable(where.path(table))
+        assert dt.version() == 1 and dt.metadata().description == table_description(table, "retail")
+        comments = {f.name: f.metadata.get("comment") for f in dt.schema().fields}
+        assert [c for c, text in comments.items() if not (text or "").strip()] == [], table
+    gold = {f.name: f.metadata["comment"] for f in DeltaTable(where.path(TB.GOLD_SEGMENTS)).schema().fields}
+    assert gold["gender"] == "Customer's gender as recorded in retail_customers."
+    assert gold["recency_days"].startswith("Days from the customer's last purchase line to as_of")
+    assert "rounded to cents; currency of the source" in gold["monetary"]

@@ -190,3 +190,30 @@ def test_a_retried_write_publishes_what_one_attempt_does(spark, one_attempt, mon
         assert any("already holds this run's rows" in p for p in printed), printed
     if first_attempt != "died while publishing":  # that attempt died before its run log row
         assert any(f"replaced this run's row in {TB.GOLD_RUNS}" in p for p in printed), printed
+
+
+def test_gold_tables_and_their_columns_are_documented_for_delta_rs_readers(spark, one_attempt, lakehouse):
+    """Each gold table has a description and each column a comment, as delta-rs (Power BI, Fabric, any
+    reader without Spark) reads them, after two runs overwrote the tables; DESCRIBE TABLE shows them too.
+    A gold column added without a comment fails here. The handover tables say they are internal."""
+    from deltalake import DeltaTable
+    from seglib import comments as C
+    from seglib.local.spark import table_path
+
+    where = one_attempt[0]
+    for table in C.GOLD_TABLES:
+        dt = DeltaTable(str(table_path(lakehouse, where.schema, table)))
+        assert dt.version() >= 1, table  # overwritten (appended, for the run log) at least once since created
+        assert (dt.metadata().description or "").strip() == C.table_description(table, "airline"), table
+        uncommented = [f.name for f in dt.schema().fields if not (f.metadata.get("comment") or "").strip()]
+        assert uncommented == [], f"{table}: columns without a comment: {uncommented}"
+    summary = DeltaTable(str(table_path(lakehouse, where.schema, TB.GOLD_SUMMARY)))
+    assert {f.name: f.metadata["comment"] for f in summary.schema().fields}["avg_revenue"] == (
+        C.column_comments(TB.GOLD_SUMMARY, "airline")["avg_revenue"])
+    described = spark.sql(f"DESCRIBE TABLE {where.qualified(TB.GOLD_SEGMENTS)}").collect()
+    assert {r.col_name: r.comment for r in described}["total_spent"].startswith("Sum of the member's completed purchases")
+    extended = spark.sql(f"DESCRIBE TABLE EXTENDED {where.qualified(TB.GOLD_SEGMENTS)}").collect()
+    assert {r.col_name: r.data_type for r in extended}["Comment"].startswith("Customer segments: one row per customer")
+    for table in (TB.SEG_INPUTS, TB.SEG_ASSIGNMENTS, TB.SEG_CLUSTER_METRICS, TB.SEG_FEATURE_REPORT):
+        description = DeltaTable(str(table_path(lakehouse, where.schema, table))).metadata().description
+        assert description.startswith("Internal to seglib: scratch handover"), table

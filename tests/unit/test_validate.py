@@ -326,7 +326,7 @@ def test_a_new_recipe_without_a_dashboard_gets_the_generic_one(copy):
 def test_a_broken_recipe_file_in_the_repository_is_caught(copy):
     (copy / "recipes" / "theirs.yml").write_text("extends: retail\ninputs:\n  retail_transactions:\n    tabel: x\n")
     assert check(copy) == [f"recipe file {copy / 'recipes' / 'theirs.yml'}: key inputs.retail_transactions.tabel "
-                           f"is unknown; expected one of attributes, columns, key, min_rows, non_negative, optional, "
+                           f"is unknown; expected one of attributes, columns, descriptions, key, min_rows, non_negative, optional, "
                            f"optional_columns, plausible, required, schema, table"]
 
 

@@ -15,6 +15,10 @@ A recipe file can extend another one and point its tables at yours, with no Pyth
         table: my_orders          # in the run's catalog and schema
         columns: {invoice_id: order_no, customer_id: client, invoice_ts: ordered_at}
 
+``descriptions`` (per input, optional) says what a column is, its units and how it is computed: the
+comment it carries into the gold tables (seglib.comments); a column without one is described by the
+table and column it is read from.
+
 ``columns`` maps the recipe's column (left) to your table's (right); the load step reads your table
 under the recipe's names, so every later step, and the outputs, are the same as for the recipe's own
 layout. A relative path is looked up in the working folder, then in the repository root (the bundle
@@ -54,7 +58,7 @@ _KEYS = {
     "insights.grids[]": {"name", "rows", "columns", "title"},
     "demo": {"generate", "customers"},
     "inputs.*": {"table", "columns", "schema", "key", "required", "non_negative", "plausible", "min_rows",
-                 "optional", "optional_columns", "attributes"},
+                 "optional", "optional_columns", "attributes", "descriptions"},
     "features": {"build", "columns", "log", "scores"},
     "features.scores.*": {"column", "at_most", "at_least"},
     "segments[]": {"name", "profile"},
@@ -82,10 +86,19 @@ class InputTable:
     optional: bool = False                      # the table may be absent
     optional_columns: tuple[str, ...] = ()      # may be absent: filled with nulls
     attributes: tuple[str, ...] = ()            # carried into the gold output
+    # column -> what it is (units, how computed): the comment of the gold column it passes into
+    descriptions: dict[str, str] = field(default_factory=dict)
 
     def source_column(self, column: str) -> str:
         """*column* as the read table names it."""
         return self.columns.get(column, column)
+
+    def description(self, column: str) -> str:
+        """What *column* is: the recipe's description, else where it comes from (the table and column read)."""
+        if column in self.descriptions:
+            return self.descriptions[column]
+        source = self.source_column(column)
+        return f"From input {self.table}.{source}" + (f" (the recipe's {column})" if source != column else "") + "."
 
 
 @dataclass(frozen=True)
@@ -494,6 +507,14 @@ def _input_table(path: Path, name: str, spec: dict, fail, names) -> InputTable:
     min_rows = spec.get("min_rows", 1)
     if not isinstance(min_rows, int) or min_rows < 0:
         fail(f"{at}.min_rows", "a whole number, 0 or more")
+    descriptions = spec.get("descriptions") or {}
+    if not isinstance(descriptions, dict):
+        fail(f"{at}.descriptions", "a mapping of column -> what it is (units, how it is computed)")
+    for column, text in descriptions.items():
+        if column not in columns:
+            fail(f"{at}.descriptions.{column}", f"a column of {name} ({', '.join(columns)})")
+        if not isinstance(text, str) or not text.strip():
+            fail(f"{at}.descriptions.{column}", "a non-empty text: what the column is, its units, how it is computed")
     return InputTable(
         name=name, table=table, schema=struct, columns={str(k): str(v) for k, v in mapping.items()}, key=key,
         required=names(f"{at}.required", spec.get("required"), columns),
@@ -501,7 +522,8 @@ def _input_table(path: Path, name: str, spec: dict, fail, names) -> InputTable:
         plausible={str(c): (float(lo), float(hi)) for c, (lo, hi) in plausible.items()}, min_rows=min_rows,
         optional=bool(spec.get("optional", False)),
         optional_columns=names(f"{at}.optional_columns", spec.get("optional_columns"), columns),
-        attributes=names(f"{at}.attributes", spec.get("attributes"), columns))
+        attributes=names(f"{at}.attributes", spec.get("attributes"), columns),
+        descriptions={str(c): " ".join(t.split()) for c, t in descriptions.items()})
 
 
 def builtin() -> dict[str, Recipe]:
