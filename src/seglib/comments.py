@@ -44,6 +44,16 @@ TABLES = {
                    "its parameters, model quality, row counts and the Delta versions it read and published. "
                    "Appended by each run."),
 }
+# The RFM declarative pipeline's materialized views (pipelines/rfm, seglib.pipeline)
+TABLES.update({
+    TB.GOLD_RFM_SEGMENTS: ("RFM segments: one row per customer with the RFM values, R/F/M scores and rule segment "
+                           "(Champions, Loyal, Regular, New Customers, At Risk, Churned) from the invoice lines. "
+                           "Refreshed by seglib's RFM pipeline."),
+    TB.GOLD_RFM_SUMMARY: ("RFM segment summary: one row per rule segment with its customers, mean recency, "
+                          "frequency and monetary value, and total revenue. Refreshed by seglib's RFM pipeline."),
+    TB.RFM_QUALITY_CHECKS: ("Data quality checks of seglib's RFM pipeline, one row per check over its outputs: "
+                            "failing > 0 is a failed check. Refreshed with them."),
+})
 GOLD_TABLES = (TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION, TB.GOLD_RUNS)
 
 # The columns every recipe's gold_customer_segments_ml ends with (tables.GOLD_SEGMENT_COLUMNS)
@@ -90,6 +100,23 @@ RFM_SUMMARY_COLUMNS = {
     "avg_monetary": "Mean monetary (net revenue per customer) of the group, currency of the source, rounded to 2 decimals.",
     "total_revenue": "Sum of monetary (net revenue) over the group's customers, currency of the source, rounded to 2 decimals.",
     "run_id": SEGMENT_COLUMNS["run_id"],
+}
+
+# The RFM pipeline's columns, per materialized view (its summary has no grouping: rule segments only)
+PIPELINE_COLUMNS = {
+    TB.GOLD_RFM_SEGMENTS: RFM_COLUMNS,
+    TB.GOLD_RFM_SUMMARY: {
+        "segment": "The rule segment's place in Champions, Loyal, Regular, New Customers, At Risk, Churned (0 to 5).",
+        "segment_name": "RFM rule segment.",
+        **{c: RFM_SUMMARY_COLUMNS[c].replace("group", "segment") for c in
+           ("customer_count", "avg_recency_days", "avg_frequency", "avg_monetary", "total_revenue")},
+    },
+    TB.RFM_QUALITY_CHECKS: {
+        "check": "The check's name.",
+        "failing": "Rows or customers that break the check, a count; 0 when it passed.",
+        "passed": "True when failing is 0.",
+        "expectation": "What the check expects, and what failing counts.",
+    },
 }
 
 # gold_segment_migration (migration.MIGRATION_COLUMNS)

@@ -19,6 +19,7 @@ from datetime import date
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from . import comments as C
 from . import rfm
 from . import tables as TB
 from .errors import ParameterError
@@ -38,51 +39,6 @@ CHECKS = {
     "summary_adds_up": "gold_rfm_segment_summary's customer_count sums to the customers (failing: the difference)",
 }
 QUALITY_COLUMNS = ("check", "failing", "passed", "expectation")
-
-# What each dataset and column is, written into the tables (Delta description, column comments) so they
-# explain themselves in Catalog Explorer, Genie and Power BI.
-DESCRIPTIONS = {
-    TB.GOLD_RFM_SEGMENTS: "One row per customer: RFM values, R/F/M scores and the rule segment (Champions, Loyal, "
-                          "Regular, New Customers, At Risk, Churned), from the invoice lines (seglib RFM pipeline)",
-    TB.GOLD_RFM_SUMMARY: "One row per RFM rule segment: customers, mean recency, frequency and monetary value, total "
-                         "revenue (seglib RFM pipeline)",
-    TB.RFM_QUALITY_CHECKS: "Data quality checks of the seglib RFM pipeline's outputs, one row per check: failing > 0 "
-                           "is a failed check",
-}
-_SCORE = "quantile score 1..rfm_bins among all customers, higher = better"
-COLUMN_COMMENTS = {
-    TB.GOLD_RFM_SEGMENTS: {
-        "customer_id": "the customer's id in the invoice lines (customer_id)",
-        "recency_days": "days from the customer's last purchase line to as_of (default: the day after the last "
-                        "transaction)",
-        "frequency": "distinct invoices among the customer's purchase lines up to as_of (cancellations excluded)",
-        "monetary": "net revenue up to as_of: sum of quantity * unit_price over the customer's lines, cancellations "
-                    "netted, rounded to cents; currency of the source",
-        "first_purchase": "day of the customer's first purchase line (first line when all are cancellations)",
-        "last_purchase": "day of the customer's last purchase line (last line when all are cancellations)",
-        "r_score": f"recency score: {_SCORE} (more recent)",
-        "f_score": f"frequency score: {_SCORE} (more invoices)",
-        "m_score": f"monetary score: {_SCORE} (more revenue)",
-        "rfm_segment": "rule segment from the scores and one purchase or more: Champions, Loyal, Regular, "
-                       "New Customers, At Risk or Churned",
-    },
-    TB.GOLD_RFM_SUMMARY: {
-        "segment": "the rule segment's place in Champions, Loyal, Regular, New Customers, At Risk, Churned (0-5)",
-        "segment_name": "the rule segment",
-        "customer_count": "customers in the segment",
-        "avg_recency_days": "mean recency_days of the segment's customers (days, 1 decimal)",
-        "avg_frequency": "mean invoices per customer of the segment (2 decimals)",
-        "avg_monetary": "mean net revenue per customer of the segment; currency of the source (2 decimals)",
-        "total_revenue": "net revenue of the segment's customers; currency of the source",
-    },
-    TB.RFM_QUALITY_CHECKS: {
-        "check": "the check's name",
-        "failing": "rows or customers that break the check (0 when it passed)",
-        "passed": "true when failing is 0",
-        "expectation": "what the check expects",
-    },
-}
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -115,9 +71,10 @@ class Settings:
 
 
 def commented(df: DataFrame, table: str) -> DataFrame:
-    """*df*'s columns of *table* (COLUMN_COMMENTS' order), each with its comment as column metadata, which
-    Delta keeps in the table's schema. Names the columns instead of reading df's: no analysis."""
-    return df.select(*[F.col(c).alias(c, metadata={"comment": text}) for c, text in COLUMN_COMMENTS[table].items()])
+    """*df* as the pipeline's *table*: its columns in order, each with its comment (seglib.comments), which
+    Delta keeps in the table's schema. The columns are named, not read from df: no analysis."""
+    comments = C.PIPELINE_COLUMNS[table]
+    return C.commented(df, comments, columns=list(comments))
 
 
 def customer_values(transactions: DataFrame, settings: Settings) -> DataFrame:

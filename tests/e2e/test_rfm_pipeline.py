@@ -4,6 +4,7 @@ compared with the notebooks' retail recipe on the same invoice lines."""
 import pytest
 from deltalake import DeltaTable
 
+from seglib import comments as C
 from seglib import pipeline as P
 from seglib import tables as TB
 from seglib.features import build_retail_features
@@ -87,5 +88,5 @@ def test_quality_checks_all_passed(runs):
 def test_tables_and_columns_carry_their_comments(runs):
     for table in TB.PIPELINE_TABLES:
         found = runs[1][1][1][table][0]
-        assert found.metadata().description == P.DESCRIPTIONS[table]
-        assert {f.name: f.metadata.get("comment") for f in found.schema().fields} == P.COLUMN_COMMENTS[table]
+        assert found.metadata().description == C.TABLES[table]
+        assert {f.name: f.metadata.get("comment") for f in found.schema().fields} == C.PIPELINE_COLUMNS[table]

@@ -6,6 +6,7 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
+from seglib import comments as C
 from seglib import pipeline as P
 from seglib import tables as TB
 from seglib.features import build_retail_features
@@ -79,4 +80,4 @@ def test_commented_columns_carry_their_comment_and_order(lines):
                            .select(*reversed(TB.RETAIL_RFM_COLUMNS)), TB.GOLD_RFM_SEGMENTS)
     assert segments.columns == TB.RETAIL_RFM_COLUMNS
     comments = {f.name: f.metadata.get("comment") for f in segments.schema.fields}
-    assert comments == P.COLUMN_COMMENTS[TB.GOLD_RFM_SEGMENTS]
+    assert comments == C.PIPELINE_COLUMNS[TB.GOLD_RFM_SEGMENTS]

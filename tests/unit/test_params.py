@@ -77,7 +77,8 @@ def test_only_declared_parameters_are_touched():
 
 
 ROOT = Path(__file__).resolve().parents[2]
-MADE = ["databricks.yml", ".env.example", "README.md", "resources", "notebooks", "dashboards", "recipes"]
+# The repository as `seglib validate` reads it (the files made from seglib.params among them)
+REPOSITORY = ["databricks.yml", ".env.example", "README.md", "resources", "notebooks", "dashboards", "recipes", "pipelines"]
 
 
 def test_every_default_is_a_valid_value():
@@ -101,7 +102,7 @@ def test_a_help_text_papermill_cannot_read_is_refused(monkeypatch):
 
 @pytest.fixture
 def repository(tmp_path):
-    for name in MADE:
+    for name in REPOSITORY:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
     return tmp_path

@@ -4,6 +4,7 @@ from datetime import date
 import pytest
 import yaml
 
+from seglib import comments as C
 from seglib import pipeline as P
 from seglib import tables as TB
 from seglib.bundle import find_root
@@ -33,11 +34,13 @@ def test_bad_settings_name_the_configuration_key(conf, name):
 
 def test_every_dataset_and_column_is_described():
     for table in TB.PIPELINE_TABLES:
-        assert P.DESCRIPTIONS[table].strip()
-        assert all(text.strip() for text in P.COLUMN_COMMENTS[table].values())
-    assert list(P.COLUMN_COMMENTS[TB.GOLD_RFM_SEGMENTS]) == TB.RETAIL_RFM_COLUMNS
-    assert list(P.COLUMN_COMMENTS[TB.GOLD_RFM_SUMMARY]) == TB.RFM_PIPELINE_SUMMARY_COLUMNS
-    assert list(P.COLUMN_COMMENTS[TB.RFM_QUALITY_CHECKS]) == list(P.QUALITY_COLUMNS)
+        assert C.TABLES[table].strip()
+        assert all(text.strip() for text in C.PIPELINE_COLUMNS[table].values())
+    assert list(C.PIPELINE_COLUMNS[TB.GOLD_RFM_SEGMENTS]) == TB.RETAIL_RFM_COLUMNS
+    assert list(C.PIPELINE_COLUMNS[TB.GOLD_RFM_SUMMARY]) == TB.RFM_PIPELINE_SUMMARY_COLUMNS
+    assert list(C.PIPELINE_COLUMNS[TB.RFM_QUALITY_CHECKS]) == list(P.QUALITY_COLUMNS)
+    # The same words as the retail recipe's gold table for the same columns
+    assert C.PIPELINE_COLUMNS[TB.GOLD_RFM_SEGMENTS] == C.RFM_COLUMNS
 
 
 def test_prepare_writes_the_spec_the_sources_and_the_spark_settings(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@
 from pyspark import pipelines as dp
 from pyspark.sql import SparkSession
 
-from seglib import pipeline as P, tables as TB
+from seglib import comments as C, pipeline as P, tables as TB
 
 spark = SparkSession.active()
 settings = P.Settings.from_conf(spark.conf)
@@ -31,17 +31,17 @@ def rfm_segment_counts():
     return P.segment_summary(spark.read.table("customer_rfm_segments"))
 
 
-@dp.materialized_view(name=TB.GOLD_RFM_SEGMENTS, comment=P.DESCRIPTIONS[TB.GOLD_RFM_SEGMENTS])
+@dp.materialized_view(name=TB.GOLD_RFM_SEGMENTS, comment=C.TABLES[TB.GOLD_RFM_SEGMENTS])
 def gold_rfm_segments():
     return P.commented(spark.read.table("customer_rfm_segments"), TB.GOLD_RFM_SEGMENTS)
 
 
-@dp.materialized_view(name=TB.GOLD_RFM_SUMMARY, comment=P.DESCRIPTIONS[TB.GOLD_RFM_SUMMARY])
+@dp.materialized_view(name=TB.GOLD_RFM_SUMMARY, comment=C.TABLES[TB.GOLD_RFM_SUMMARY])
 def gold_rfm_segment_summary():
     return P.commented(spark.read.table("rfm_segment_counts"), TB.GOLD_RFM_SUMMARY)
 
 
-@dp.materialized_view(name=TB.RFM_QUALITY_CHECKS, comment=P.DESCRIPTIONS[TB.RFM_QUALITY_CHECKS])
+@dp.materialized_view(name=TB.RFM_QUALITY_CHECKS, comment=C.TABLES[TB.RFM_QUALITY_CHECKS])
 def rfm_quality_checks():
     checks = P.quality_checks(spark.read.table("customer_rfm_segments"), spark.read.table("rfm_segment_counts"),
                               settings)
