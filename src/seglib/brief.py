@@ -202,9 +202,11 @@ def findings(result, currency: str = "") -> list[str]:
     overall_clv = (rows.avg_clv * rows.customers).sum() / rows.customers.sum()
     best = named.loc[named.avg_clv.idxmax()]
     if best.segment_name != top.segment_name or len(named) == 1:
+        clv_at = len(out)
         out.append(f"{best.segment_name} have the highest lifetime value: {money(best.avg_clv, currency)} per "
                    f"{w['customer']}, {number(best.avg_clv / overall_clv, 1)}× the average.")
     else:
+        clv_at = len(out)
         out.append(f"A {w['customer']} of {best.segment_name} is worth {money(best.avg_clv, currency)} over their "
                    f"expected lifetime, {number(best.avg_clv / overall_clv if overall_clv else float('nan'), 1)}× "
                    f"the average {w['customer']}.")
@@ -233,6 +235,9 @@ def findings(result, currency: str = "") -> list[str]:
                 m = moved.loc[moved.customers.idxmax()]
                 text += f"; the largest move: {count(m.customers)} from {m.from_segment_name} to {m.to_segment_name}"
             out.insert(2, text + ".")
+            clv_at += 1
+    if len(out) > FINDINGS_MAX:
+        del out[clv_at]  # the lifetime value is on every card; the action to take is not elsewhere in the summary
     return out[:FINDINGS_MAX]
 
 
