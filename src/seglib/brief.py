@@ -229,7 +229,7 @@ def findings(result, currency: str = "") -> list[str]:
         moved = both[both.change == "moved"]
         total = int(both.customers.sum())
         if total:
-            text = (f"Since the last run {count(moved.customers.sum())} {w['customers']} "
+            text = (f"Since the last run, {count(moved.customers.sum())} {w['customers']} "
                     f"({pct(moved.customers.sum() / total)}) changed segment")
             if not moved.empty:
                 m = moved.loc[moved.customers.idxmax()]
@@ -262,7 +262,7 @@ CSS = """
 table.seg-table,table.seg-data{border-collapse:collapse;font-size:.95em;margin:.4em 0 1em}
 table.seg-table th,table.seg-table td,table.seg-data th,table.seg-data td{padding:5px 10px;border-bottom:1px solid #e4e7eb}
 table.seg-table th,table.seg-data th{text-align:left;background:#f0f4f8;font-weight:600}
-table.seg-table td.n,table.seg-data td{text-align:right;font-variant-numeric:tabular-nums}
+table.seg-table td.n,table.seg-data td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.seg-data td.col0,table.seg-table td.name{text-align:left}
 .swatch{display:inline-block;width:.85em;height:.85em;border-radius:2px;margin-right:.45em;vertical-align:-.05em}
 ul.seg-findings li{margin:.25em 0}
@@ -410,10 +410,10 @@ def _averages(row, currency: str) -> str:
             continue
         label = header(column).lower().replace("average ", "")
         kind = column_kind(column)
-        if kind == "money":
+        if kind == "money" and column == "avg_order_value":  # totals and per-customer amounts are in the lead
             parts.append(f"{label} {money(value, currency)}")
         elif kind in ("number", "count"):
-            parts.append(f"{label} {number(value)}")
+            parts.append(f"{label} {number(value, 0 if abs(value) >= 10 else 1)}")
     return " · ".join(parts)
 
 

@@ -234,11 +234,19 @@ def test_recipe_extras(air, ret):
 
 
 def test_figures_carry_the_tables(air, ret):
-    assert set(air.figures) == {"distribution", "revenue", "clv", "roi", "segment_by_loyalty_tier",
+    assert set(air.figures) == {"shares", "distribution", "revenue", "clv", "roi", "segment_by_loyalty_tier",
                                 "customer_status_by_segment"}
     bars = air.figures["distribution"].data
     assert len(bars) == 1 and bars[0].type == "bar" and list(bars[0].y) == [2, 3, 2, 3]
     assert list(bars[0].x) == air.distribution.segment_name.tolist()
+    # One colour per segment, the same in every per-segment chart, and each segment its own.
+    colors = list(bars[0].marker.color)
+    assert len(set(colors)) == 4
+    for name in ("revenue", "clv", "roi"):
+        assert list(air.figures[name].data[0].marker.color) == colors, name
+    sizes, revenue = air.figures["shares"].data
+    assert list(sizes.y) == list(bars[0].x) and list(sizes.marker.color) == colors == list(revenue.marker.color)
+    assert list(sizes.x) == pytest.approx([0.2, 0.3, 0.2, 0.3]) and sum(revenue.x) == pytest.approx(1.0)
     assert "gross margin 0.4" in air.figures["clv"].layout.title.text
     assert list(air.figures["roi"].data[0].y) == pytest.approx(air.roi.roi.tolist())
     assert [t.name for t in air.figures["segment_by_loyalty_tier"].data] == ["tier 1", "tier 2", "tier 3"]
@@ -294,10 +302,12 @@ def executed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell('run_id = ""', metadata={"tags": ["parameters"]}),
+    nb.cells = [nbformat.v4.new_code_cell('run_id = ""\nclient_secret_key = ""\nsource_path = ""\nk = "5"',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell('print("set-up noise")', metadata={"tags": ["remove-cell"]}),
                 nbformat.v4.new_markdown_cell("## Charts below"), nbformat.v4.new_code_cell(FIGURE_CELL)]
     nbformat.write(nb, folder / "in.ipynb")
-    pm.execute_notebook(str(folder / "in.ipynb"), str(folder / "06_insights.ipynb"), parameters={"run_id": "r-42"},
+    pm.execute_notebook(str(folder / "in.ipynb"), str(folder / "06_insights.ipynb"), parameters={"run_id": "r-42", "client_secret_key": "sp-secret-name", "source_path": "", "k": "6"},
                         kernel_name="python3", progress_bar=False)
     return folder
 
@@ -313,8 +323,13 @@ def test_report_holds_the_charts_with_plotly_js_inline_once(executed, tmp_path):
     assert page.count("plotly.js v") == 1 and page.count("Plotly.newPlot") >= 2  # the bundle once, both charts
     assert "Zebra Segment" in page and "4321" in page and "Second Chart" in page
     assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing loaded from a CDN (or anywhere)
-    assert "Segmentation report, run r-42" in page and "Charts below" in page
-    assert "use_offline_renderer()" not in page  # code hidden: a report, not a notebook
+    assert "<title>Customer segments, run r-42</title>" in page and "Charts below" in page
+    assert "use_offline_renderer()" not in page and "set-up noise" not in page  # a report, not a notebook
+    # Parameters in an appendix at the end: the set ones, never a secret's name nor an empty one.
+    appendix = page[page.index("Appendix: run parameters"):]
+    assert page.index("Zebra Segment") < page.index("Appendix: run parameters")
+    assert "<th>k</th><td>6</td>" in appendix and "<th>run_id</th><td>r-42</td>" in appendix
+    assert "client_secret_key" not in page and "sp-secret-name" not in page and "source_path" not in page
 
 
 def test_run_report_only_when_insights_ran(executed, tmp_path):
@@ -347,6 +362,8 @@ def test_the_profile_steps_z_scores_show_for_the_segments_of_the_run(spark, airl
                                             "At-Risk Customers"]
     assert found.profile.columns.tolist() == ["total_flights", "days_since_last_flight"]
     assert found.profile.loc["At-Risk Customers", "days_since_last_flight"] == 1.9
-    heat = found.figures["profile"].data[0]
-    assert heat.z.tolist() == found.profile.to_numpy().tolist()
+    bars = found.figures["profile"].data  # each segment's z-scores side by side, in its colour
+    assert [b.name for b in bars] == found.profile.index.tolist()
+    assert [list(b.y) for b in bars] == found.profile.to_numpy().tolist()
+    assert [b.marker.color for b in bars] == list(found.figures["distribution"].data[0].marker.color)
     assert "profile" not in insights(airline, "airline", **ASSUME).figures  # no profile given: no chart
