@@ -367,3 +367,75 @@ def test_the_profile_steps_z_scores_show_for_the_segments_of_the_run(spark, airl
     assert [list(b.y) for b in bars] == found.profile.to_numpy().tolist()
     assert [b.marker.color for b in bars] == list(found.figures["distribution"].data[0].marker.color)
     assert "profile" not in insights(airline, "airline", **ASSUME).figures  # no profile given: no chart
+
+
+# ---------------------------------------------------------------------------------------------------
+# The report's summary and cards (seglib.brief) from the insights
+
+MIGRATION_SCHEMA = ("run_id string, from_version long, to_version long, from_segment int, from_segment_name string, "
+                    "to_segment int, to_segment_name string, change string, customers long")
+
+
+@pytest.fixture(scope="module")
+def briefed(spark, airline):
+    profile = spark.createDataFrame(
+        [(0, "Premium Elite Members", 4, 2, 0.2, 1.5, -0.8, 0.1), (1, "Loyal Frequent Flyers", 1, 3, 0.3, 0.6, -0.2, 0.0),
+         (2, "Mystery Cluster", 0, 2, 0.2, -0.1, 0.2, -0.9), (3, "At-Risk Customers", 2, 3, 0.3, -1.1, 1.9, 0.2)],
+        "segment int, segment_name string, cluster int, customer_count long, share double, z_total_flights double, "
+        "z_days_since_last_flight double, z_age double")
+    migration = spark.createDataFrame(  # this run's rows, and an older run's that must be ignored
+        [("run-7", 1, 2, 0, "Premium Elite Members", 0, "Premium Elite Members", "stayed", 2),
+         ("run-7", 1, 2, 1, "Loyal Frequent Flyers", 1, "Loyal Frequent Flyers", "stayed", 2),
+         ("run-7", 1, 2, 0, "Premium Elite Members", 1, "Loyal Frequent Flyers", "moved", 1),
+         ("run-7", 1, 2, 3, "At-Risk Customers", 3, "At-Risk Customers", "stayed", 3),
+         ("run-7", 1, 2, 3, "At-Risk Customers", None, None, "departed", 4),
+         ("run-7", 1, 2, None, None, 2, "Mystery Cluster", "new", 2),
+         ("run-6", 0, 1, None, None, 0, "Premium Elite Members", "new", 99)], MIGRATION_SCHEMA)
+    return insights(airline, "airline", profile=profile, migration=migration, currency="EUR", **ASSUME)
+
+
+def test_summary_table_and_findings_are_the_data(briefed):
+    from seglib import brief
+    rows = brief.segment_rows(briefed).set_index("segment_name")
+    # gold by hand: 10 members, spend 4,120 (AIRLINE_ROWS)
+    assert rows.customers.to_dict() == {"Premium Elite Members": 2, "Loyal Frequent Flyers": 3, "Mystery Cluster": 2,
+                                        "At-Risk Customers": 3}
+    assert rows.revenue["Premium Elite Members"] == 1800.0 and rows.revenue_share.sum() == pytest.approx(1.0)
+    page = brief.summary_html(briefed, "EUR")
+    assert page.index("Key findings") > page.index('id="segment-table"')
+    assert '<td class="n" data-col="customers">3</td>' in page and "EUR 4,120" in page  # total spend
+    assert f'data-col="revenue_share">{1800 / 4120:.0%}<' in page
+    found = brief.findings(briefed, "EUR")
+    assert 3 <= len(found) <= 5
+    spend = {}
+    for row in AIRLINE_ROWS:
+        spend[row[-1]] = spend.get(row[-1], 0.0) + (row[5] or 0.0)
+    top = max(spend, key=spend.get)
+    members = sum(r[-1] == top for r in AIRLINE_ROWS)
+    assert found[0] == (f"{top} are {brief.pct(members / len(AIRLINE_ROWS))} of members and bring "
+                        f"{brief.pct(spend[top] / sum(spend.values()))} of spend.")
+    # migration of this run only: 7 stayed or moved, 1 moved (Premium Elite -> Loyal)
+    assert any(f.startswith(f"Since the last run, 1 members ({brief.pct(1 / 8)}) changed segment; the largest move: 1 from "
+                            "Premium Elite Members to Loyal Frequent Flyers") for f in found), found
+    assert any("At-Risk Customers: 3 members (30%), on average 350 days since their last flight" in f for f in found)
+    for raw in ("nan", "None", "e+0"):
+        assert raw not in page
+
+
+def test_a_card_per_segment_with_traits_moves_and_the_playbook(briefed):
+    from seglib import brief
+    page = brief.cards_html(briefed, "EUR")
+    assert page.count('class="seg-card"') == 4
+    card = page[page.index('id="segment-3"'):]
+    card = card[:card.index("</section>")]
+    assert "lapsing" in card and "(+1.9 SD)" in card and "fewer flights" in card and "(−1.1 SD)" in card
+    assert "age" not in card.split("Who they are")[1].split("On average")[0]  # |z| 0.2: not a trait
+    assert "3 of the 7 members it had stayed (43%)." in card and "4 are no longer in the data." in card
+    action = AIRLINE_PLAYBOOK["At-Risk Customers"]
+    roi = briefed.roi.set_index("segment_name").loc["At-Risk Customers"]
+    assert action.action in card and f"EUR {action.cost_per_customer:,.2f} per member" in card
+    assert f"<strong>{brief.pct(roi.roi)}</strong>" in card
+    mystery = page[page.index('id="segment-2"'):]
+    assert "New this run" in mystery and "2 are new members" in mystery
+    assert "generic default" in mystery  # a name the playbook does not know
+    assert "younger" in mystery
