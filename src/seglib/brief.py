@@ -75,7 +75,7 @@ def money(x, currency: str = "", digits: int | None = None) -> str:
         return DASH
     x = float(x)
     if digits is None:
-        digits = 0 if abs(x) >= 100 else 2
+        digits = 0 if abs(x) >= 10 else 2  # cents only where they matter: a column of averages stays whole
     text = f"{abs(x):,.{digits}f}"
     sign = "−" if x < 0 and text.strip("0.,") else ""
     currency = (currency or "").strip()
@@ -262,6 +262,7 @@ CSS = """
 table.seg-table,table.seg-data{border-collapse:collapse;font-size:.95em;margin:.4em 0 1em}
 table.seg-table th,table.seg-table td,table.seg-data th,table.seg-data td{padding:5px 10px;border-bottom:1px solid #e4e7eb}
 table.seg-table th,table.seg-data th{text-align:left;background:#f0f4f8;font-weight:600}
+table.seg-table th:first-child,.jp-RenderedHTMLCommon table.seg-table th:first-child{text-align:left}
 table.seg-table td.n,table.seg-data td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.seg-data td.col0,table.seg-table td.name{text-align:left}
 .swatch{display:inline-block;width:.85em;height:.85em;border-radius:2px;margin-right:.45em;vertical-align:-.05em}
@@ -275,8 +276,8 @@ ul.seg-findings li{margin:.25em 0}
 .seg-card ul{margin:0;padding-left:1.1em}
 .seg-card .z{color:#52606d;font-size:.9em}
 .seg-card .action{font-weight:600;margin:.1em 0 .4em}
-.seg-card dl{display:grid;grid-template-columns:auto 1fr;gap:2px 12px;margin:0}
-.seg-card dt{color:#52606d}.seg-card dd{margin:0;font-variant-numeric:tabular-nums}
+.seg-card dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0}
+.seg-card dt{color:#52606d;font-weight:normal}.seg-card dd{margin:0;font-variant-numeric:tabular-nums}
 @media print{
   .seg-card{break-before:page;page-break-before:always;break-inside:avoid;border-left-width:8px;
     -webkit-print-color-adjust:exact;print-color-adjust:exact}
@@ -425,6 +426,11 @@ class HTML:
 
     def _repr_html_(self) -> str:
         return self.text
+
+
+def note(text: str) -> HTML:
+    """A sentence in the report's text style (a print() would show as code)."""
+    return HTML(f'<div class="seg-report"><p>{html.escape(text)}</p></div>')
 
 
 def summary(result, currency: str = "", run_time=None) -> HTML:

@@ -433,7 +433,7 @@ def test_a_card_per_segment_with_traits_moves_and_the_playbook(briefed):
     assert "3 of the 7 members it had stayed (43%)." in card and "4 are no longer in the data." in card
     action = AIRLINE_PLAYBOOK["At-Risk Customers"]
     roi = briefed.roi.set_index("segment_name").loc["At-Risk Customers"]
-    assert action.action in card and f"EUR {action.cost_per_customer:,.2f} per member" in card
+    assert action.action in card and f"{brief.money(action.cost_per_customer, 'EUR')} per member" in card
     assert f"<strong>{brief.pct(roi.roi)}</strong>" in card
     mystery = page[page.index('id="segment-2"'):]
     assert "New this run" in mystery and "2 are new members" in mystery

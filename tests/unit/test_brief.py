@@ -15,7 +15,7 @@ def test_percentages():
 
 def test_money_counts_and_numbers_have_separators_and_no_scientific_notation():
     assert brief.money(7.294990e+06) == "7,294,990"
-    assert brief.money(7.294990e+06, "EUR") == "EUR 7,294,990" and brief.money(12.5, "€") == "€12.50"
+    assert brief.money(7.294990e+06, "EUR") == "EUR 7,294,990" and brief.money(2.5, "€") == "€2.50" and brief.money(89.46) == "89"
     assert brief.money(-1234.4, "EUR") == "−EUR 1,234" and brief.money(-0.001) == "0.00"
     assert brief.money(1e21, "$") == "$1,000,000,000,000,000,000,000"
     assert brief.count(62988.0) == "62,988" and brief.count(3) == "3"
