@@ -296,6 +296,7 @@ def summary_html(result, currency: str = "", run_time=None) -> str:
     colors = segment_colors(rows.segment_name)
     e = html.escape
     rec = R.get(result.recipe)
+    run_time = getattr(result, "run_time", None) if run_time is None else run_time
     when = "" if run_time is None or _missing(run_time) else f" · {pd.Timestamp(run_time):%d %b %Y, %H:%M} UTC"
     kpis = [(count(c["customers"]), w["customers"].capitalize()),
             (money(c["total_revenue"], currency), f"{w['revenue'].capitalize()} ({result.assumptions['observation_years']:g} years)"),
