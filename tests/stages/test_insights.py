@@ -439,3 +439,14 @@ def test_a_card_per_segment_with_traits_moves_and_the_playbook(briefed):
     assert "New this run" in mystery and "2 are new members" in mystery
     assert "generic default" in mystery  # a name the playbook does not know
     assert "younger" in mystery
+
+
+def test_the_migration_is_a_sankey_in_the_segments_colours(briefed, air):
+    sankey = briefed.figures["migration"].data[0]
+    assert sankey.type == "sankey"
+    assert sum(sankey.link.value) == 2 + 2 + 1 + 3 + 4 + 2  # this run's rows only, the older run's 99 left out
+    colors = dict(zip(briefed.distribution.segment_name, briefed.figures["distribution"].data[0].marker.color))
+    labels = list(sankey.node.label)
+    assert sankey.node.color[labels.index("At-Risk Customers (now)")] == colors["At-Risk Customers"]
+    assert sankey.node.color[labels.index("Premium Elite Members (before)")] == colors["Premium Elite Members"]
+    assert "migration" not in air.figures  # none given: no chart (and a first run's all-new rows draw none either)
