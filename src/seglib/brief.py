@@ -51,7 +51,7 @@ def pct(x, digits: int | None = None) -> str:
     value = 100 * float(x)
     if digits is None:
         digits = 1 if 0 < abs(value) < 10 and round(value, 1) != round(value) else 0
-    return f"{value:,.{digits}f}%"
+    return f"{value:,.{digits}f}%".replace("-", "−")
 
 
 def count(x) -> str:
@@ -228,9 +228,13 @@ def findings(result, currency: str = "") -> list[str]:
         both = moves[moves.change.isin(["stayed", "moved"])]
         moved = both[both.change == "moved"]
         total = int(both.customers.sum())
-        if total:
-            text = (f"Since the last run, {count(moved.customers.sum())} {w['customers']} "
-                    f"({pct(moved.customers.sum() / total)}) changed segment")
+        n = int(moved.customers.sum())
+        if total and not n:
+            out.insert(2, f"Since the last run, every {w['customer']} in both runs kept their segment.")
+            clv_at += 1
+        elif total:
+            text = (f"Since the last run, {count(n)} {w['customer'] if n == 1 else w['customers']} "
+                    f"({pct(n / total)}) changed segment")
             if not moved.empty:
                 m = moved.loc[moved.customers.idxmax()]
                 text += f"; the largest move: {count(m.customers)} from {m.from_segment_name} to {m.to_segment_name}"
@@ -277,7 +281,8 @@ ul.seg-findings li{margin:.25em 0}
 .seg-card .z{color:#52606d;font-size:.9em}
 .seg-card .action{font-weight:600;margin:.1em 0 .4em}
 .seg-card dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0}
-.seg-card dt{color:#52606d;font-weight:normal}.seg-card dd{margin:0;font-variant-numeric:tabular-nums}
+.seg-card dt,.jp-RenderedHTMLCommon .seg-card dt{color:#52606d;font-weight:normal;white-space:nowrap;margin:0}
+.jp-RenderedHTMLCommon .seg-card dd{margin:0}.seg-card dd{margin:0;font-variant-numeric:tabular-nums}
 @media print{
   .seg-card{break-before:page;page-break-before:always;break-inside:avoid;border-left-width:8px;
     -webkit-print-color-adjust:exact;print-color-adjust:exact}

@@ -294,21 +294,23 @@ def _shares(result: "Insights"):
     """Share of customers beside share of revenue, one colour per segment: where the value sits."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+    from .brief import words
+    w = words(result.recipe)
     m = result.revenue.merge(result.distribution[["segment", "share"]], on="segment")
     names = m.segment_name.astype(str)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=("Share of customers", "Share of revenue"))
+                        subplot_titles=(f"Share of {w['customers']}", f"Share of {w['revenue']}"))
     for col, column in ((1, "share"), (2, "revenue_share")):
         fig.add_trace(go.Bar(y=names, x=m[column], orientation="h", marker_color=_colors(names), showlegend=False,
                              text=[f"{v:.0%}" if v >= 0.1 else f"{v:.1%}" for v in m[column].fillna(0)],
                              textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=col)
         fig.update_xaxes(tickformat=".0%", row=1, col=col, rangemode="tozero")
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title="Segment sizes and revenue share", height=120 + 48 * len(m), margin={"l": 10})
+    fig.update_layout(title=f"Segment sizes and {w['revenue']} share", height=120 + 48 * len(m), margin={"l": 10})
     return fig
 
 
-def _profile_bars(profile: pd.DataFrame):
+def _profile_bars(profile: pd.DataFrame, customers: str = "customers"):
     """Each segment's feature z-scores side by side (one colour per segment)."""
     import plotly.graph_objects as go
     features = [_label(c) for c in profile.columns]
@@ -316,7 +318,7 @@ def _profile_bars(profile: pd.DataFrame):
     fig = go.Figure([go.Bar(x=features, y=row.values, name=str(name), marker_color=color,
                             hovertemplate=f"{name}<br>%{{x}}: %{{y:+.2f}} SD<extra></extra>")
                      for (name, row), color in zip(profile.iterrows(), colors)])
-    fig.update_layout(barmode="group", title="Who they are: each feature's segment mean against all customers, "
+    fig.update_layout(barmode="group", title=f"Who they are: each feature's segment mean against all {customers}, "
                       "in standard deviations", yaxis_title="standard deviations from the average",
                       yaxis_tickformat="+.1f", legend_title="segment")
     return fig
@@ -392,7 +394,8 @@ def figures(result: "Insights", recipe: str | R.Recipe | None = None) -> dict:
                     text=[f"{r:.0%}" for r in result.roi.roi], yaxis="ROI", tickformat=".0%", hover="%{y:.0%}"),
     }
     if result.profile is not None and not result.profile.empty:
-        figs["profile"] = _profile_bars(result.profile)
+        from .brief import words
+        figs["profile"] = _profile_bars(result.profile, words(result.recipe)["customers"])
     if result.migration is not None and not result.migration.empty and not set(result.migration.change) <= {"new"}:
         figs["migration"] = _migration_sankey(result.migration, result.distribution.segment_name.astype(str).tolist())
     spec = R.get(recipe or result.recipe).insights

@@ -415,7 +415,7 @@ def test_summary_table_and_findings_are_the_data(briefed):
     assert found[0] == (f"{top} are {brief.pct(members / len(AIRLINE_ROWS))} of members and bring "
                         f"{brief.pct(spend[top] / sum(spend.values()))} of spend.")
     # migration of this run only: 7 stayed or moved, 1 moved (Premium Elite -> Loyal)
-    assert any(f.startswith(f"Since the last run, 1 members ({brief.pct(1 / 8)}) changed segment; the largest move: 1 from "
+    assert any(f.startswith(f"Since the last run, 1 member ({brief.pct(1 / 8)}) changed segment; the largest move: 1 from "
                             "Premium Elite Members to Loyal Frequent Flyers") for f in found), found
     assert any("At-Risk Customers: 3 members (30%), on average 350 days since their last flight" in f for f in found)
     for raw in ("nan", "None", "e+0"):

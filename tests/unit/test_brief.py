@@ -10,7 +10,7 @@ def test_percentages():
     assert brief.pct(0.070124) == "7%" and brief.pct(0.5301) == "53%" and brief.pct(1) == "100%"
     assert brief.pct(0.0041) == "0.4%" and brief.pct(0.0712) == "7.1%" and brief.pct(0) == "0%"
     assert brief.pct(22.81) == "2,281%"  # an ROI
-    assert brief.signed_pct(0.05) == "+5%" and brief.signed_pct(-0.05) == "-5%"
+    assert brief.signed_pct(0.05) == "+5%" and brief.signed_pct(-0.05) == "−5%"
 
 
 def test_money_counts_and_numbers_have_separators_and_no_scientific_notation():
