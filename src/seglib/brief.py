@@ -13,8 +13,6 @@ import math
 import pandas as pd
 
 from . import recipes as R
-from .insights import match_action
-from .migration import DEPARTED, NEW
 
 # Colour-blind-safe qualitative colours (plotly's "Safe" palette), in segment-id order, so a segment has
 # the same colour in every chart and on its card; segments beyond them cycle.
@@ -136,9 +134,13 @@ def table(df: pd.DataFrame, currency: str = "", drop=("segment",)):
     fmt = {"pct": pct, "money": lambda v: money(v, currency), "count": count, "number": number,
            "text": lambda v: DASH if _missing(v) else str(v)}
     formats = {c: fmt[column_kind(c)] for c in df.columns}
+    text = [header(c) for c in df.columns if column_kind(c) == "text"]
     shown = df.rename(columns=header)
+    left = [{"selector": f"th.col{i}", "props": "text-align: left"} for i, c in enumerate(shown.columns) if c in text]
     return (shown.style.format({header(c): f for c, f in formats.items()}, na_rep=DASH)
-            .format_index(lambda v: str(v), axis=1).hide(axis="index").set_table_attributes('class="seg-data"'))
+            .format_index(lambda v: str(v), axis=1).hide(axis="index").set_table_attributes('class="seg-data"')
+            .set_properties(subset=text, **{"text-align": "left", "white-space": "normal"})
+            .set_table_styles(left, overwrite=False))
 
 
 def crosstab(df: pd.DataFrame, corner: str = ""):

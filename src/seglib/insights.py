@@ -294,7 +294,7 @@ def _shares(result: "Insights"):
     """Share of customers beside share of revenue, one colour per segment: where the value sits."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    from .brief import words
+    from .brief import pct, words
     w = words(result.recipe)
     m = result.revenue.merge(result.distribution[["segment", "share"]], on="segment")
     names = m.segment_name.astype(str)
@@ -302,7 +302,7 @@ def _shares(result: "Insights"):
                         subplot_titles=(f"Share of {w['customers']}", f"Share of {w['revenue']}"))
     for col, column in ((1, "share"), (2, "revenue_share")):
         fig.add_trace(go.Bar(y=names, x=m[column], orientation="h", marker_color=_colors(names), showlegend=False,
-                             text=[f"{v:.0%}" if v >= 0.1 else f"{v:.1%}" for v in m[column].fillna(0)],
+                             text=[pct(v) for v in m[column]],
                              textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=col)
         fig.update_xaxes(tickformat=".0%", row=1, col=col, rangemode="tozero")
     fig.update_yaxes(autorange="reversed")
@@ -362,8 +362,13 @@ def _heatmap(table: pd.DataFrame, title: str, x: str, y: str, scale: str = "Blue
 
 
 def _stacked(table: pd.DataFrame, title: str, legend: str):
+    """Segments along x, a category (tier, status) per stack: the categories in shades of one grey-blue, so
+    they are never mistaken for the segments' colours."""
     import plotly.graph_objects as go
-    fig = go.Figure([go.Bar(x=table.index.astype(str), y=table[c], name=str(c)) for c in table.columns])
+    from plotly.colors import sample_colorscale
+    shades = sample_colorscale("Blues", [0.35 + 0.6 * i / max(len(table.columns) - 1, 1) for i in range(len(table.columns))])
+    fig = go.Figure([go.Bar(x=table.index.astype(str), y=table[c], name=str(c), marker_color=shade)
+                     for c, shade in zip(table.columns, shades)])
     fig.update_layout(barmode="stack", title=title, xaxis_title="segment", yaxis_title="customers",
                       legend_title=legend, yaxis_tickformat=",")
     return fig
@@ -376,22 +381,23 @@ def _label(column: str) -> str:
 
 
 def figures(result: "Insights", recipe: str | R.Recipe | None = None) -> dict:
+    from .brief import pct
     a, c, cur = result.assumptions, result.concentration, result.currency
     figs = {
         "shares": _shares(result),
         "distribution": _bar(result.distribution, "customers", "Customers per segment",
-                             text=[f"{s:.1%}" for s in result.distribution.share], yaxis="customers"),
+                             text=[pct(s) for s in result.distribution.share], yaxis="customers"),
         "revenue": _bar(result.revenue, "revenue",
                         f"Revenue per segment: top segment ({c['top_segment']}) "
                         f"{c['top_segment_revenue_share']:.1%}, top {c['top_share']:.0%} of customers "
                         f"{c['top_customers_revenue_share']:.1%} of revenue",
-                        text=[f"{s:.1%}" for s in result.revenue.revenue_share], yaxis=_money_axis("revenue", cur)),
+                        text=[pct(s) for s in result.revenue.revenue_share], yaxis=_money_axis("revenue", cur)),
         "clv": _bar(result.clv, "avg_clv", f"Average CLV per customer<br><sup>{result.formula}</sup>",
                     yaxis=_money_axis("average CLV", cur)),
         "roi": _bar(result.roi, "roi",
                     f"Campaign ROI per segment = (incremental revenue − cost) / cost<br><sup>incremental "
                     f"revenue = uplift × revenue / {a['observation_years']:g} y; playbook assumptions</sup>",
-                    text=[f"{r:.0%}" for r in result.roi.roi], yaxis="ROI", tickformat=".0%", hover="%{y:.0%}"),
+                    text=[pct(r) for r in result.roi.roi], yaxis="ROI", tickformat=".0%", hover="%{y:.0%}"),
     }
     if result.profile is not None and not result.profile.empty:
         from .brief import words
