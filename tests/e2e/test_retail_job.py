@@ -103,7 +103,7 @@ def test_report_holds_the_charts_offline(run):
     html = (out / "report.html").read_text()
     assert html.count("Plotly.newPlot") >= 5  # one per chart, drawn by the plotly.js embedded once
     assert "<script src=" not in html          # nothing fetched from a CDN
-    for title in ("Customers per segment", "Average CLV per customer"):
+    for title in ("Segment sizes and revenue share", "Average CLV per customer", "Who they are"):
         assert title in html
     assert "Top Spenders" in html and "Champions" in html
 
