@@ -377,7 +377,7 @@ def cards_html(result, currency: str = "") -> str:
         traits = _traits(result, r.segment_name, result.recipe)
         who = ([f'<li>{e(t)} <span class="z">({"+" if z > 0 else "−"}{abs(z):.1f} SD)</span></li>' for t, z in traits]
                or [f"<li>Close to the average {w['customer']} on every feature.</li>"])
-        averages = _averages(metrics.loc[name] if name in metrics.index else None, currency)
+        averages = _averages(metrics.loc[name] if name in metrics.index else None, currency, w)
         a = roi.loc[name] if name in roi.index else None
         if isinstance(a, pd.DataFrame):
             a = a.iloc[0]
@@ -407,8 +407,8 @@ def cards_html(result, currency: str = "") -> str:
     return "\n".join(body)
 
 
-def _averages(row, currency: str) -> str:
-    """'23 flights · 45,012 points · 35 days since the last flight' from a performance row."""
+def _averages(row, currency: str, w: dict) -> str:
+    """'23 flights · 45,012 points · 35 days since their last flight' from a performance row."""
     if row is None:
         return ""
     if isinstance(row, pd.DataFrame):
@@ -422,7 +422,11 @@ def _averages(row, currency: str) -> str:
         if kind == "money" and column == "avg_order_value":  # totals and per-customer amounts are in the lead
             parts.append(f"{label} {money(value, currency)}")
         elif kind in ("number", "count"):
-            parts.append(f"{label} {number(value, 0 if abs(value) >= 10 else 1)}")
+            if "recency" in column or "days_since" in column:
+                label = w["recency"]
+            elif column == "avg_frequency":
+                label = w["orders"]
+            parts.append(f"{number(value, 0 if abs(value) >= 10 else 1)} {label}")
     return " · ".join(parts)
 
 

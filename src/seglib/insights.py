@@ -412,7 +412,9 @@ def figures(result: "Insights", recipe: str | R.Recipe | None = None) -> dict:
         figs[b["name"]] = (_heatmap(table, title, legend, "cluster") if b.get("chart") == "heatmap"
                            else _stacked(table, title, legend))
     for g in spec.get("grids") or []:
-        figs[g["name"]] = _heatmap(result.extras[g["name"]], g.get("title") or f"{g['rows']} × {g['columns']}",
+        grid = result.extras[g["name"]].copy()
+        grid.index, grid.columns = grid.index.map(str), grid.columns.map(str)  # scores as labels: no 1.5 ticks
+        figs[g["name"]] = _heatmap(grid, g.get("title") or f"{g['rows']} × {g['columns']}",
                                    _label(g["columns"]), _label(g["rows"]))
     return figs
 
