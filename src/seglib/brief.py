@@ -30,6 +30,11 @@ DEFAULT_WORDS = {"customer": "customer", "customers": "customers", "order": "pur
                  "recency": "days since the last purchase", "revenue": "revenue"}
 
 
+def recipe_of(result) -> R.Recipe:
+    """The recipe of an Insights: the one it was computed with (a recipe file's too), else by name."""
+    return getattr(result, "spec", None) or R.get(result.recipe)
+
+
 def words(recipe: str | R.Recipe) -> dict[str, str]:
     """The recipe's nouns for its customers, purchases and recency (its insights.words)."""
     return {**DEFAULT_WORDS, **(R.get(recipe).insights.get("words") or {})}
@@ -193,7 +198,7 @@ def _moves(result) -> pd.DataFrame | None:
 def findings(result, currency: str = "") -> list[str]:
     """Three to five sentences from the data: where the revenue is, who is worth most, who is slipping,
     which campaign returns most, how many moved since the last run."""
-    w, rows, c = words(result.recipe), segment_rows(result), result.concentration
+    w, rows, c = words(recipe_of(result)), segment_rows(result), result.concentration
     named = rows[rows.segment >= 0] if (rows.segment >= 0).any() else rows
     out = []
     top = named.loc[named.revenue_share.idxmax()]
@@ -299,10 +304,10 @@ def _swatch(color: str) -> str:
 
 def summary_html(result, currency: str = "", run_time=None) -> str:
     """The report's first screen: run, date, totals, the segments in one table, the findings."""
-    w, rows, c = words(result.recipe), segment_rows(result), result.concentration
+    w, rows, c = words(recipe_of(result)), segment_rows(result), result.concentration
     colors = segment_colors(rows.segment_name)
     e = html.escape
-    rec = R.get(result.recipe)
+    rec = recipe_of(result)
     run_time = getattr(result, "run_time", None) if run_time is None else run_time
     when = "" if run_time is None or _missing(run_time) else f" · {pd.Timestamp(run_time):%d %b %Y, %H:%M} UTC"
     kpis = [(count(c["customers"]), w["customers"].capitalize()),
@@ -335,7 +340,7 @@ def summary_html(result, currency: str = "", run_time=None) -> str:
 
 
 def _migration_text(result, name: str) -> str:
-    w, moves = words(result.recipe), _moves(result)
+    w, moves = words(recipe_of(result)), _moves(result)
     if moves is None:
         return (f"This is the first run on these {w['customers']}: there is no earlier run to compare with."
                 if result.migration is not None else "No earlier run recorded.")
@@ -366,7 +371,7 @@ def _migration_text(result, name: str) -> str:
 def cards_html(result, currency: str = "") -> str:
     """A card per segment: size and value, the traits that set it apart, its moves since the last run,
     the playbook action with its assumptions and ROI."""
-    w, rows = words(result.recipe), segment_rows(result)
+    w, rows = words(recipe_of(result)), segment_rows(result)
     colors = segment_colors(rows.segment_name)
     roi = result.roi.set_index("segment_name")
     metrics = result.performance.set_index("segment_name")
@@ -374,7 +379,7 @@ def cards_html(result, currency: str = "") -> str:
     body = [f"<style>{CSS}</style>", '<div class="seg-report" id="segment-cards">']
     for r in rows.itertuples(index=False):
         name = str(r.segment_name)
-        traits = _traits(result, r.segment_name, result.recipe)
+        traits = _traits(result, r.segment_name, recipe_of(result))
         who = ([f'<li>{e(t)} <span class="z">({"+" if z > 0 else "−"}{abs(z):.1f} SD)</span></li>' for t, z in traits]
                or [f"<li>Close to the average {w['customer']} on every feature.</li>"])
         averages = _averages(metrics.loc[name] if name in metrics.index else None, currency, w)

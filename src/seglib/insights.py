@@ -294,8 +294,8 @@ def _shares(result: "Insights"):
     """Share of customers beside share of revenue, one colour per segment: where the value sits."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    from .brief import pct, words
-    w = words(result.recipe)
+    from .brief import pct, recipe_of, words
+    w = words(recipe_of(result))
     m = result.revenue.merge(result.distribution[["segment", "share"]], on="segment")
     names = m.segment_name.astype(str)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
@@ -400,11 +400,11 @@ def figures(result: "Insights", recipe: str | R.Recipe | None = None) -> dict:
                     text=[pct(r) for r in result.roi.roi], yaxis="ROI", tickformat=".0%", hover="%{y:.0%}"),
     }
     if result.profile is not None and not result.profile.empty:
-        from .brief import words
-        figs["profile"] = _profile_bars(result.profile, words(result.recipe)["customers"])
+        from .brief import recipe_of, words
+        figs["profile"] = _profile_bars(result.profile, words(recipe_of(result))["customers"])
     if result.migration is not None and not result.migration.empty and not set(result.migration.change) <= {"new"}:
         figs["migration"] = _migration_sankey(result.migration, result.distribution.segment_name.astype(str).tolist())
-    spec = R.get(recipe or result.recipe).insights
+    spec = R.get(recipe or recipe_of(result)).insights
     for b in spec.get("breakdowns") or []:
         table = result.extras[b["name"]]
         title = b.get("title") or f"{b['column']} by segment"
@@ -438,6 +438,7 @@ class Insights:
     migration: pd.DataFrame | None = None  # this run's gold_segment_migration rows, when given
     currency: str = ""  # shown with amounts in the report; empty: plain numbers
     run_time: object = None  # when the run was logged (gold_segmentation_runs), when known
+    spec: R.Recipe | None = None  # the recipe itself (a recipe file's name alone does not find it again)
     figures: dict = field(default_factory=dict)
 
     def headline(self) -> str:
@@ -494,7 +495,7 @@ def insights(segments: DataFrame, recipe: str, gross_margin: float = GROSS_MARGI
         clv=clv_by_segment(metrics), roi=roi_scenarios(metrics, recipe.playbook if playbook is None else playbook, observation_years),
         extras=recipe_extras(values, metrics, recipe),
         profile=None if profile is None else segment_profiles(profile, metrics),
-        currency=(currency or "").strip())
+        currency=(currency or "").strip(), spec=recipe)
     if migration is not None:
         result.migration = _this_run(migration, runs_of_gold).toPandas()
     if runs is not None and runs_of_gold:
