@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LAKEHOUSE ?= .lakehouse
 SCHEMA    ?= contoso
 
-.PHONY: install demo test test-fast test-unit runtimes bench clean check-java
+.PHONY: install demo test test-fast test-unit runtimes bench clean check-java browser
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17+ is required by Spark 4 and was not found on PATH. Install a JDK 17 or newer (e.g. apt-get install openjdk-17-jdk-headless) and retry."; exit 1; }
@@ -26,6 +26,17 @@ install: check-java $(STAMP)
 demo: install
 	$(BIN)/seglib demo --lakehouse $(LAKEHOUSE) --schema $(SCHEMA)
 
+# The headless browser the report test opens report.html in (tests/e2e/report_browser.py): Debian's chromium
+# and its driver, installed once (apt-get, as root or with sudo). Without apt-get a local run goes on and the
+# report test skips; on CI (CI=true) the missing browser stops the target, and the test fails.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	elif [ -n "$$CI" ]; then echo "ERROR: chromium and chromedriver are needed by the report test and apt-get is missing"; exit 1; \
+	else echo "WARNING: no chromium/chromedriver and no apt-get: the report's browser test will skip"; fi
+
 # The runtime matrix: one venv per runtime in runtimes/ (the platform's Spark, Delta and libraries); the
 # tests install the seglib wheel on top, with its dependencies, as a cluster library or Fabric Environment does.
 RUNTIMES    := $(basename $(notdir $(wildcard runtimes/*.txt)))
@@ -42,7 +53,7 @@ $(RUNTIME_DIR)/%/.installed: runtimes/%.txt
 runtimes: $(RUNTIMES:%=$(RUNTIME_DIR)/%/.installed)
 
 # Everything, the runtime matrix included (about 28 min of tests on 2 cores; the rows build beside the rest).
-test: install runtimes
+test: install runtimes browser
 	$(BIN)/seglib validate --runtime $(RUNTIME_DIR)/spark35
 	$(BIN)/python -m pytest
 
@@ -51,7 +62,7 @@ test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
 # The edit loop: no runtime matrix, no wheel install.
-test-fast: install
+test-fast: install browser
 	$(BIN)/seglib validate --skip-wheel
 	$(BIN)/python -m pytest -m "not matrix"
 

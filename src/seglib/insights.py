@@ -267,11 +267,88 @@ def recipe_extras(values: DataFrame, metrics: pd.DataFrame, recipe: str | R.Reci
 # ---------------------------------------------------------------------------------------------------
 # Figures
 
-def _bar(table: pd.DataFrame, y: str, title: str, text=None, yaxis: str | None = None):
+def _colors(names) -> list[str]:
+    from .brief import segment_colors
+    names = [str(n) for n in names]
+    colors = segment_colors(names)
+    return [colors[n] for n in names]
+
+
+def _money_axis(label: str, currency: str) -> str:
+    return f"{label} ({currency})" if currency else label
+
+
+def _bar(table: pd.DataFrame, y: str, title: str, text=None, yaxis: str | None = None, tickformat: str = ",",
+         hover: str = "%{y:,.0f}"):
     import plotly.graph_objects as go
-    fig = go.Figure(go.Bar(x=table.segment_name.astype(str), y=table[y], name=y, text=text,
-                           textposition="outside" if text is not None else None))
-    fig.update_layout(title=title, xaxis_title="segment", yaxis_title=yaxis or y)
+    names = table.segment_name.astype(str)
+    fig = go.Figure(go.Bar(x=names, y=table[y], name=y, text=text, marker_color=_colors(names),
+                           textposition="outside" if text is not None else None,
+                           hovertemplate="%{x}: " + hover + "<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="segment", yaxis_title=yaxis or y, yaxis_tickformat=tickformat,
+                      showlegend=False)
+    return fig
+
+
+def _shares(result: "Insights"):
+    """Share of customers beside share of revenue, one colour per segment: where the value sits."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    from .brief import pct, recipe_of, words
+    w = words(recipe_of(result))
+    m = result.revenue.merge(result.distribution[["segment", "share"]], on="segment")
+    names = m.segment_name.astype(str)
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=(f"Share of {w['customers']}", f"Share of {w['revenue']}"))
+    for col, column in ((1, "share"), (2, "revenue_share")):
+        fig.add_trace(go.Bar(y=names, x=m[column], orientation="h", marker_color=_colors(names), showlegend=False,
+                             text=[pct(v) for v in m[column]],
+                             textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(tickformat=".0%", row=1, col=col, rangemode="tozero")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=f"Segment sizes and {w['revenue']} share", height=120 + 48 * len(m), margin={"l": 10})
+    return fig
+
+
+def _profile_bars(profile: pd.DataFrame, customers: str = "customers"):
+    """Each segment's feature z-scores side by side (one colour per segment)."""
+    import plotly.graph_objects as go
+    features = [_label(c) for c in profile.columns]
+    colors = _colors(profile.index)
+    fig = go.Figure([go.Bar(x=features, y=row.values, name=str(name), marker_color=color,
+                            hovertemplate=f"{name}<br>%{{x}}: %{{y:+.2f}} SD<extra></extra>")
+                     for (name, row), color in zip(profile.iterrows(), colors)])
+    fig.update_layout(barmode="group", title=f"Who they are: each feature's segment mean against all {customers}, "
+                      "in standard deviations", yaxis_title="standard deviations from the average",
+                      yaxis_tickformat="+.1f", legend_title="segment")
+    return fig
+
+
+def _migration_sankey(migration: pd.DataFrame, order: list[str]):
+    """Previous run's segments (left) to this run's (right), links coloured by where they go."""
+    import plotly.graph_objects as go
+    from .brief import segment_colors
+    from .migration import DEPARTED, NEW
+    m = migration.assign(src=migration.from_segment_name.fillna(NEW), dst=migration.to_segment_name.fillna(DEPARTED))
+    m = m[m.customers > 0]
+    colors = segment_colors([*order, *sorted(set(m.src) | set(m.dst))])
+    colors[NEW] = colors[DEPARTED] = "#bbbbbb"
+    left = [n for n in [*order, *sorted(set(m.src))] if n in set(m.src)]
+    left = list(dict.fromkeys(left))
+    right = list(dict.fromkeys(n for n in [*order, *sorted(set(m.dst))] if n in set(m.dst)))
+    nodes = [*left, *right]
+
+    def rgba(hex_color: str, alpha: float) -> str:
+        h = hex_color.lstrip("#")
+        return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+    fig = go.Figure(go.Sankey(
+        arrangement="fixed",
+        node={"label": [f"{n} (before)" for n in left] + [f"{n} (now)" for n in right], "pad": 14,
+              "color": [colors[n] for n in nodes], "hovertemplate": "%{label}: %{value:,} customers<extra></extra>"},
+        link={"source": [left.index(s) for s in m.src], "target": [len(left) + right.index(d) for d in m.dst],
+              "value": m.customers.astype(int).tolist(), "color": [rgba(colors[d], 0.45) for d in m.dst],
+              "hovertemplate": "%{source.label} → %{target.label}: %{value:,}<extra></extra>"}))
+    fig.update_layout(title="Movement between segments since the last run", height=120 + 60 * max(len(left), len(right)))
     return fig
 
 
@@ -285,10 +362,15 @@ def _heatmap(table: pd.DataFrame, title: str, x: str, y: str, scale: str = "Blue
 
 
 def _stacked(table: pd.DataFrame, title: str, legend: str):
+    """Segments along x, a category (tier, status) per stack: the categories in shades of one grey-blue, so
+    they are never mistaken for the segments' colours."""
     import plotly.graph_objects as go
-    fig = go.Figure([go.Bar(x=table.index.astype(str), y=table[c], name=str(c)) for c in table.columns])
+    from plotly.colors import sample_colorscale
+    shades = sample_colorscale("Blues", [0.35 + 0.6 * i / max(len(table.columns) - 1, 1) for i in range(len(table.columns))])
+    fig = go.Figure([go.Bar(x=table.index.astype(str), y=table[c], name=str(c), marker_color=shade)
+                     for c, shade in zip(table.columns, shades)])
     fig.update_layout(barmode="stack", title=title, xaxis_title="segment", yaxis_title="customers",
-                      legend_title=legend)
+                      legend_title=legend, yaxis_tickformat=",")
     return fig
 
 
@@ -299,27 +381,30 @@ def _label(column: str) -> str:
 
 
 def figures(result: "Insights", recipe: str | R.Recipe | None = None) -> dict:
-    a, c = result.assumptions, result.concentration
+    from .brief import pct
+    a, c, cur = result.assumptions, result.concentration, result.currency
     figs = {
+        "shares": _shares(result),
         "distribution": _bar(result.distribution, "customers", "Customers per segment",
-                             text=[f"{s:.1%}" for s in result.distribution.share]),
+                             text=[pct(s) for s in result.distribution.share], yaxis="customers"),
         "revenue": _bar(result.revenue, "revenue",
                         f"Revenue per segment: top segment ({c['top_segment']}) "
                         f"{c['top_segment_revenue_share']:.1%}, top {c['top_share']:.0%} of customers "
                         f"{c['top_customers_revenue_share']:.1%} of revenue",
-                        text=[f"{s:.1%}" for s in result.revenue.revenue_share]),
+                        text=[pct(s) for s in result.revenue.revenue_share], yaxis=_money_axis("revenue", cur)),
         "clv": _bar(result.clv, "avg_clv", f"Average CLV per customer<br><sup>{result.formula}</sup>",
-                    yaxis="average CLV"),
+                    yaxis=_money_axis("average CLV", cur)),
         "roi": _bar(result.roi, "roi",
                     f"Campaign ROI per segment = (incremental revenue − cost) / cost<br><sup>incremental "
                     f"revenue = uplift × revenue / {a['observation_years']:g} y; playbook assumptions</sup>",
-                    text=[f"{r:.0%}" for r in result.roi.roi], yaxis="ROI"),
+                    text=[pct(r) for r in result.roi.roi], yaxis="ROI", tickformat=".0%", hover="%{y:.0%}"),
     }
     if result.profile is not None and not result.profile.empty:
-        figs["profile"] = _heatmap(result.profile.round(2), "Segment profiles: each feature's mean against all "
-                                   "customers, in standard deviations", "feature", "segment", scale="RdBu_r",
-                                   midpoint=0.0)
-    spec = R.get(recipe or result.recipe).insights
+        from .brief import recipe_of, words
+        figs["profile"] = _profile_bars(result.profile, words(recipe_of(result))["customers"])
+    if result.migration is not None and not result.migration.empty and not set(result.migration.change) <= {"new"}:
+        figs["migration"] = _migration_sankey(result.migration, result.distribution.segment_name.astype(str).tolist())
+    spec = R.get(recipe or recipe_of(result)).insights
     for b in spec.get("breakdowns") or []:
         table = result.extras[b["name"]]
         title = b.get("title") or f"{b['column']} by segment"
@@ -327,7 +412,9 @@ def figures(result: "Insights", recipe: str | R.Recipe | None = None) -> dict:
         figs[b["name"]] = (_heatmap(table, title, legend, "cluster") if b.get("chart") == "heatmap"
                            else _stacked(table, title, legend))
     for g in spec.get("grids") or []:
-        figs[g["name"]] = _heatmap(result.extras[g["name"]], g.get("title") or f"{g['rows']} × {g['columns']}",
+        grid = result.extras[g["name"]].copy()
+        grid.index, grid.columns = grid.index.map(str), grid.columns.map(str)  # scores as labels: no 1.5 ticks
+        figs[g["name"]] = _heatmap(grid, g.get("title") or f"{g['rows']} × {g['columns']}",
                                    _label(g["columns"]), _label(g["rows"]))
     return figs
 
@@ -348,6 +435,10 @@ class Insights:
     roi: pd.DataFrame
     extras: dict[str, pd.DataFrame]
     profile: pd.DataFrame | None = None  # segment x feature z-scores (the profile step's), when given
+    migration: pd.DataFrame | None = None  # this run's gold_segment_migration rows, when given
+    currency: str = ""  # shown with amounts in the report; empty: plain numbers
+    run_time: object = None  # when the run was logged (gold_segmentation_runs), when known
+    spec: R.Recipe | None = None  # the recipe itself (a recipe file's name alone does not find it again)
     figures: dict = field(default_factory=dict)
 
     def headline(self) -> str:
@@ -375,19 +466,26 @@ def segment_profiles(profile: DataFrame, run_segments: pd.DataFrame) -> pd.DataF
     return pdf.set_index("segment_name")[z].rename(columns=lambda c: c[2:])
 
 
+def _this_run(table: DataFrame, run_ids: list[str]) -> DataFrame:
+    """The rows of the gold table's run(s): the migration and run log also hold earlier runs' rows."""
+    return table.where(F.col("run_id").isin(run_ids)) if run_ids and "run_id" in table.columns else table
+
+
 def insights(segments: DataFrame, recipe: str, gross_margin: float = GROSS_MARGIN,
              retention_rate: float = RETENTION_RATE, observation_years: float = OBSERVATION_YEARS,
              top_share: float = TOP_SHARE, playbook: dict[str, Action] | None = None,
-             profile: DataFrame | None = None) -> Insights:
+             profile: DataFrame | None = None, migration: DataFrame | None = None,
+             runs: DataFrame | None = None, currency: str = "") -> Insights:
     """Every table and figure of the insights notebook from gold_customer_segments_ml (either recipe) and,
-    when given, the profile step's seg_profile (each segment's feature z-scores)."""
+    when given, the profile step's seg_profile (each segment's feature z-scores), gold_segment_migration
+    (who moved since the last run) and gold_segmentation_runs (when this run was logged)."""
     check_assumptions(gross_margin, retention_rate, observation_years, top_share)
     recipe = R.get(recipe)
     values = customer_values(segments, recipe, gross_margin, retention_rate, observation_years)
     metrics = segment_metrics(values, recipe)
-    runs = sorted({r for r in (*metrics.run_min, *metrics.run_max) if r is not None and r == r})
+    runs_of_gold = sorted({r for r in (*metrics.run_min, *metrics.run_max) if r is not None and r == r})
     result = Insights(
-        recipe=recipe.name, run_id=", ".join(runs) or None,
+        recipe=recipe.name, run_id=", ".join(runs_of_gold) or None,
         assumptions={"gross_margin": gross_margin, "retention_rate": retention_rate,
                      "expected_lifetime_years": expected_lifetime(retention_rate),
                      "observation_years": observation_years, "top_share": top_share},
@@ -396,7 +494,13 @@ def insights(segments: DataFrame, recipe: str, gross_margin: float = GROSS_MARGI
         concentration=revenue_concentration(values, metrics, top_share), performance=performance(metrics, recipe),
         clv=clv_by_segment(metrics), roi=roi_scenarios(metrics, recipe.playbook if playbook is None else playbook, observation_years),
         extras=recipe_extras(values, metrics, recipe),
-        profile=None if profile is None else segment_profiles(profile, metrics))
+        profile=None if profile is None else segment_profiles(profile, metrics),
+        currency=(currency or "").strip(), spec=recipe)
+    if migration is not None:
+        result.migration = _this_run(migration, runs_of_gold).toPandas()
+    if runs is not None and runs_of_gold:
+        logged = _this_run(runs, runs_of_gold).agg(F.max("run_time").alias("t")).first()["t"]
+        result.run_time = logged
     result.figures = figures(result, recipe)
     return result
 

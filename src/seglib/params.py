@@ -13,6 +13,8 @@ from typing import Any, Callable
 from .errors import ParameterError
 
 LOCAL_ONLY = {"lakehouse"}  # meaningful only for local runs; never a job parameter
+# Where the service principal's secrets are: names, not values, yet never shown in a report.
+SECRET_RELATED = {"secret_scope", "tenant_id_key", "client_id_key", "client_secret_key"}
 
 
 def _text(value) -> str:
@@ -239,6 +241,9 @@ PARAMS: dict[str, Param] = {
                             "yearly probability a customer stays, in (0, 1); expected lifetime 1/(1 - r) years"),
     "observation_years": Param(_number("observation_years", 0), 2.0, ("insights",),
                                "years the gold revenue and purchase counts cover"),
+    "currency": Param(_pattern("currency", r"[^\s\d'\"`<>&;]{1,5}"), "", ("insights",),
+                      "currency of the revenue in the report, a code or symbol (EUR, €); empty shows plain numbers",
+                      "amounts show as `EUR 1,234` or `€1,234`; seglib converts nothing"),
 }
 
 

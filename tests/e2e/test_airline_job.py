@@ -14,10 +14,12 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
 from seglib import tables as TB
+from seglib.recipes import get as recipe
 from seglib.local.spark import table_path
 
 pytestmark = pytest.mark.e2e
 GENERATE = "00_generate_demo_data"
+RECIPE = recipe("airline")
 PIPELINE = ["01_load", "02_features", "03_cluster", "04_profile", "05_write", "06_insights"]
 
 
@@ -115,6 +117,23 @@ def test_planted_archetypes_are_recovered(spark, run):
     assert len(both) == CUSTOMERS
     assert adjusted_rand_score(both.archetype, both.segment) >= 0.8
     assert (both.archetype == both.segment_name).mean() >= 0.9
+
+
+def test_report_reads_right_in_a_browser(run):
+    """report.html in headless Chromium, offline: every chart drew, no raw value on screen, the summary's
+    figures are the gold tables'. (The browser: `make browser`; see report_browser.)"""
+    from report_browser import check_report, read_report
+    lakehouse, out, _ = run
+    gold = DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SEGMENTS))).to_pandas()
+    summary = DeltaTable(str(table_path(lakehouse, "contoso", TB.GOLD_SUMMARY))).to_pandas()
+    page = read_report(out / "report.html")
+    try:
+        check_report(page, gold, RECIPE.insights["revenue"], dict(zip(summary.segment_name, summary.customer_count)))
+        assert "This is the first run on these members" in page.text  # the demo's single run
+        assert "Premium Elite Members are " in page.text
+    finally:
+        page.driver.quit()
+    assert (out / "report.html").stat().st_size < 6_000_000
 
 
 def test_bad_parameter_fails_before_anything_starts(run, tmp_path):

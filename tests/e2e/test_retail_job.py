@@ -17,6 +17,7 @@ from conftest import seglib_cli
 pytestmark = pytest.mark.e2e
 
 CUSTOMERS = 800
+CURRENCY = "GBP"  # Online Retail II's
 PIPELINE = ["01_load", "02_features", "03_cluster", "04_profile", "05_write", "06_insights"]
 
 
@@ -28,7 +29,7 @@ def run(published, published_spark, tmp_path_factory):
     env = published_spark["env"]
     proc = seglib_cli("demo", "--recipe", "retail", "--lakehouse", str(lakehouse), "--schema", "shop",
                       "--customers", str(CUSTOMERS), "--seed", "5", "--output", str(out),
-                      "--param", "n_init=2", "--param", "stability_runs=1", env=env)
+                      "--param", "n_init=2", "--param", "stability_runs=1", "--param", f"currency={CURRENCY}", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return lakehouse, out, proc
 
@@ -102,9 +103,27 @@ def test_report_holds_the_charts_offline(run):
     html = (out / "report.html").read_text()
     assert html.count("Plotly.newPlot") >= 5  # one per chart, drawn by the plotly.js embedded once
     assert "<script src=" not in html          # nothing fetched from a CDN
-    for title in ("Customers per segment", "Average CLV per customer"):
+    for title in ("Segment sizes and revenue share", "Average CLV per customer", "Who they are"):
         assert title in html
     assert "Top Spenders" in html and "Champions" in html
+
+
+def test_report_reads_right_in_a_browser(run):
+    """report.html in headless Chromium, offline: every chart drew (the RFM grid among them), no raw value on
+    screen, the summary's figures are the gold tables', amounts in the run's currency."""
+    from report_browser import check_report, read_report
+    lakehouse, out, _ = run
+    gold, summary = table(lakehouse, TB.GOLD_SEGMENTS), table(lakehouse, TB.GOLD_SUMMARY)
+    clusters = summary[summary.grouping == "cluster"]
+    page = read_report(out / "report.html")
+    try:
+        check_report(page, gold, RETAIL.insights["revenue"], dict(zip(clusters.segment_name, clusters.customer_count)),
+                     currency=CURRENCY)
+        assert any(c["title"].startswith("RFM scores") for c in page.charts)
+        assert f"{CURRENCY} " in page.text.split("Segments")[0]  # the revenue headline
+    finally:
+        page.driver.quit()
+    assert (out / "report.html").stat().st_size < 6_000_000
 
 
 def test_the_fit_is_an_mlflow_run(run):

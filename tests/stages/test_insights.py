@@ -234,11 +234,19 @@ def test_recipe_extras(air, ret):
 
 
 def test_figures_carry_the_tables(air, ret):
-    assert set(air.figures) == {"distribution", "revenue", "clv", "roi", "segment_by_loyalty_tier",
+    assert set(air.figures) == {"shares", "distribution", "revenue", "clv", "roi", "segment_by_loyalty_tier",
                                 "customer_status_by_segment"}
     bars = air.figures["distribution"].data
     assert len(bars) == 1 and bars[0].type == "bar" and list(bars[0].y) == [2, 3, 2, 3]
     assert list(bars[0].x) == air.distribution.segment_name.tolist()
+    # One colour per segment, the same in every per-segment chart, and each segment its own.
+    colors = list(bars[0].marker.color)
+    assert len(set(colors)) == 4
+    for name in ("revenue", "clv", "roi"):
+        assert list(air.figures[name].data[0].marker.color) == colors, name
+    sizes, revenue = air.figures["shares"].data
+    assert list(sizes.y) == list(bars[0].x) and list(sizes.marker.color) == colors == list(revenue.marker.color)
+    assert list(sizes.x) == pytest.approx([0.2, 0.3, 0.2, 0.3]) and sum(revenue.x) == pytest.approx(1.0)
     assert "gross margin 0.4" in air.figures["clv"].layout.title.text
     assert list(air.figures["roi"].data[0].y) == pytest.approx(air.roi.roi.tolist())
     assert [t.name for t in air.figures["segment_by_loyalty_tier"].data] == ["tier 1", "tier 2", "tier 3"]
@@ -294,10 +302,12 @@ def executed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell('run_id = ""', metadata={"tags": ["parameters"]}),
+    nb.cells = [nbformat.v4.new_code_cell('run_id = ""\nclient_secret_key = ""\nsource_path = ""\nk = "5"',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell('print("set-up noise")', metadata={"tags": ["remove-cell"]}),
                 nbformat.v4.new_markdown_cell("## Charts below"), nbformat.v4.new_code_cell(FIGURE_CELL)]
     nbformat.write(nb, folder / "in.ipynb")
-    pm.execute_notebook(str(folder / "in.ipynb"), str(folder / "06_insights.ipynb"), parameters={"run_id": "r-42"},
+    pm.execute_notebook(str(folder / "in.ipynb"), str(folder / "06_insights.ipynb"), parameters={"run_id": "r-42", "client_secret_key": "sp-secret-name", "source_path": "", "k": "6"},
                         kernel_name="python3", progress_bar=False)
     return folder
 
@@ -313,8 +323,13 @@ def test_report_holds_the_charts_with_plotly_js_inline_once(executed, tmp_path):
     assert page.count("plotly.js v") == 1 and page.count("Plotly.newPlot") >= 2  # the bundle once, both charts
     assert "Zebra Segment" in page and "4321" in page and "Second Chart" in page
     assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing loaded from a CDN (or anywhere)
-    assert "Segmentation report, run r-42" in page and "Charts below" in page
-    assert "use_offline_renderer()" not in page  # code hidden: a report, not a notebook
+    assert "<title>Customer segments, run r-42</title>" in page and "Charts below" in page
+    assert "use_offline_renderer()" not in page and "set-up noise" not in page  # a report, not a notebook
+    # Parameters in an appendix at the end: the set ones, never a secret's name nor an empty one.
+    appendix = page[page.index("Appendix: run parameters"):]
+    assert page.index("Zebra Segment") < page.index("Appendix: run parameters")
+    assert "<th>k</th><td>6</td>" in appendix and "<th>run_id</th><td>r-42</td>" in appendix
+    assert "client_secret_key" not in page and "sp-secret-name" not in page and "source_path" not in page
 
 
 def test_run_report_only_when_insights_ran(executed, tmp_path):
@@ -347,6 +362,91 @@ def test_the_profile_steps_z_scores_show_for_the_segments_of_the_run(spark, airl
                                             "At-Risk Customers"]
     assert found.profile.columns.tolist() == ["total_flights", "days_since_last_flight"]
     assert found.profile.loc["At-Risk Customers", "days_since_last_flight"] == 1.9
-    heat = found.figures["profile"].data[0]
-    assert heat.z.tolist() == found.profile.to_numpy().tolist()
+    bars = found.figures["profile"].data  # each segment's z-scores side by side, in its colour
+    assert [b.name for b in bars] == found.profile.index.tolist()
+    assert [list(b.y) for b in bars] == found.profile.to_numpy().tolist()
+    assert [b.marker.color for b in bars] == list(found.figures["distribution"].data[0].marker.color)
     assert "profile" not in insights(airline, "airline", **ASSUME).figures  # no profile given: no chart
+
+
+# ---------------------------------------------------------------------------------------------------
+# The report's summary and cards (seglib.brief) from the insights
+
+MIGRATION_SCHEMA = ("run_id string, from_version long, to_version long, from_segment int, from_segment_name string, "
+                    "to_segment int, to_segment_name string, change string, customers long")
+
+
+@pytest.fixture(scope="module")
+def briefed(spark, airline):
+    profile = spark.createDataFrame(
+        [(0, "Premium Elite Members", 4, 2, 0.2, 1.5, -0.8, 0.1), (1, "Loyal Frequent Flyers", 1, 3, 0.3, 0.6, -0.2, 0.0),
+         (2, "Mystery Cluster", 0, 2, 0.2, -0.1, 0.2, -0.9), (3, "At-Risk Customers", 2, 3, 0.3, -1.1, 1.9, 0.2)],
+        "segment int, segment_name string, cluster int, customer_count long, share double, z_total_flights double, "
+        "z_days_since_last_flight double, z_age double")
+    migration = spark.createDataFrame(  # this run's rows, and an older run's that must be ignored
+        [("run-7", 1, 2, 0, "Premium Elite Members", 0, "Premium Elite Members", "stayed", 2),
+         ("run-7", 1, 2, 1, "Loyal Frequent Flyers", 1, "Loyal Frequent Flyers", "stayed", 2),
+         ("run-7", 1, 2, 0, "Premium Elite Members", 1, "Loyal Frequent Flyers", "moved", 1),
+         ("run-7", 1, 2, 3, "At-Risk Customers", 3, "At-Risk Customers", "stayed", 3),
+         ("run-7", 1, 2, 3, "At-Risk Customers", None, None, "departed", 4),
+         ("run-7", 1, 2, None, None, 2, "Mystery Cluster", "new", 2),
+         ("run-6", 0, 1, None, None, 0, "Premium Elite Members", "new", 99)], MIGRATION_SCHEMA)
+    return insights(airline, "airline", profile=profile, migration=migration, currency="EUR", **ASSUME)
+
+
+def test_summary_table_and_findings_are_the_data(briefed):
+    from seglib import brief
+    rows = brief.segment_rows(briefed).set_index("segment_name")
+    # gold by hand: 10 members, spend 4,120 (AIRLINE_ROWS)
+    assert rows.customers.to_dict() == {"Premium Elite Members": 2, "Loyal Frequent Flyers": 3, "Mystery Cluster": 2,
+                                        "At-Risk Customers": 3}
+    assert rows.revenue["Premium Elite Members"] == 1800.0 and rows.revenue_share.sum() == pytest.approx(1.0)
+    page = brief.summary_html(briefed, "EUR")
+    assert page.index("Key findings") > page.index('id="segment-table"')
+    assert '<td class="n" data-col="customers">3</td>' in page and "EUR 4,120" in page  # total spend
+    assert f'data-col="revenue_share">{1800 / 4120:.0%}<' in page
+    found = brief.findings(briefed, "EUR")
+    assert 3 <= len(found) <= 5
+    spend = {}
+    for row in AIRLINE_ROWS:
+        spend[row[-1]] = spend.get(row[-1], 0.0) + (row[5] or 0.0)
+    top = max(spend, key=spend.get)
+    members = sum(r[-1] == top for r in AIRLINE_ROWS)
+    assert found[0] == (f"{top} are {brief.pct(members / len(AIRLINE_ROWS))} of members and bring "
+                        f"{brief.pct(spend[top] / sum(spend.values()))} of spend.")
+    # migration of this run only: 7 stayed or moved, 1 moved (Premium Elite -> Loyal)
+    assert any(f.startswith(f"Since the last run, 1 member ({brief.pct(1 / 8)}) changed segment; the largest move: 1 from "
+                            "Premium Elite Members to Loyal Frequent Flyers") for f in found), found
+    assert any("At-Risk Customers: 3 members (30%), on average 350 days since their last flight" in f for f in found)
+    for raw in ("nan", "None", "e+0"):
+        assert raw not in page
+
+
+def test_a_card_per_segment_with_traits_moves_and_the_playbook(briefed):
+    from seglib import brief
+    page = brief.cards_html(briefed, "EUR")
+    assert page.count('class="seg-card"') == 4
+    card = page[page.index('id="segment-3"'):]
+    card = card[:card.index("</section>")]
+    assert "lapsing" in card and "(+1.9 SD)" in card and "fewer flights" in card and "(−1.1 SD)" in card
+    assert "age" not in card.split("Who they are")[1].split("On average")[0]  # |z| 0.2: not a trait
+    assert "3 of the 7 members it had stayed (43%)." in card and "4 are no longer in the data." in card
+    action = AIRLINE_PLAYBOOK["At-Risk Customers"]
+    roi = briefed.roi.set_index("segment_name").loc["At-Risk Customers"]
+    assert action.action in card and f"{brief.money(action.cost_per_customer, 'EUR')} per member" in card
+    assert f"<strong>{brief.pct(roi.roi)}</strong>" in card
+    mystery = page[page.index('id="segment-2"'):]
+    assert "New this run" in mystery and "2 are new members" in mystery
+    assert "generic default" in mystery  # a name the playbook does not know
+    assert "younger" in mystery
+
+
+def test_the_migration_is_a_sankey_in_the_segments_colours(briefed, air):
+    sankey = briefed.figures["migration"].data[0]
+    assert sankey.type == "sankey"
+    assert sum(sankey.link.value) == 2 + 2 + 1 + 3 + 4 + 2  # this run's rows only, the older run's 99 left out
+    colors = dict(zip(briefed.distribution.segment_name, briefed.figures["distribution"].data[0].marker.color))
+    labels = list(sankey.node.label)
+    assert sankey.node.color[labels.index("At-Risk Customers (now)")] == colors["At-Risk Customers"]
+    assert sankey.node.color[labels.index("Premium Elite Members (before)")] == colors["Premium Elite Members"]
+    assert "migration" not in air.figures  # none given: no chart (and a first run's all-new rows draw none either)

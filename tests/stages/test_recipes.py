@@ -231,6 +231,9 @@ def test_a_recipe_the_code_has_never_seen_runs_every_stage(spark, where, tmp_pat
     assert set(found.distribution.segment_name) == set(planted)
     assert found.extras["segment_by_plan"].loc["Devoted Fans", "premium"] > 100
     assert "segment_by_plan" in found.figures
+    from seglib import brief  # the report in default words, each card with the labelled default action
+    assert "Devoted Fans" in brief.summary_html(found) and "customers" in brief.summary_html(found)
+    assert brief.cards_html(found).count("The playbook has no action for this name") == 3
 
 
 def test_an_edited_recipe_file_is_read_again(tmp_path):

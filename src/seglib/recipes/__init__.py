@@ -52,7 +52,8 @@ _KEYS = {
     "playbook.*": {"action", "cost_per_customer", "uplift"},
     "profile_columns.*": {"table", "sql"},
     "naming": {"max_distance", "unmatched"},
-    "insights": {"customer", "revenue", "orders", "recency", "averages", "performance", "breakdowns", "grids"},
+    "insights": {"customer", "revenue", "orders", "recency", "averages", "performance", "breakdowns", "grids", "words"},
+    "insights.words": {"customer", "customers", "order", "orders", "recency", "revenue"},
     "insights.performance": {"columns", "rename"},
     "insights.breakdowns[]": {"name", "column", "label", "order", "chart", "title", "legend"},
     "insights.grids[]": {"name", "rows", "columns", "title"},
@@ -309,8 +310,9 @@ def _check_keys(path: Path, data: dict, at: str) -> None:
             _check_entries(path, value, key, " with table and sql")
         elif key == "insights" and isinstance(value, dict):
             _check_keys(path, value, "insights")
-            if isinstance(value.get("performance"), dict):
-                _check_keys(path, value["performance"], "insights.performance")
+            for part in ("performance", "words"):
+                if isinstance(value.get(part), dict):
+                    _check_keys(path, value[part], f"insights.{part}")
             for part in ("breakdowns", "grids"):
                 for i, item in enumerate(value.get(part) or []):
                     if not isinstance(item, dict):
