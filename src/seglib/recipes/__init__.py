@@ -489,14 +489,20 @@ def _input_table(path: Path, name: str, spec: dict, fail, names) -> InputTable:
     table = spec.get("table", name)
     if not isinstance(table, str) or not _IDENTIFIER.match(table):
         fail(f"{at}.table", f"a table name of letters, digits and underscores, got {table!r}")
-    mapping = spec.get("columns") or {}
-    if not isinstance(mapping, dict):
-        fail(f"{at}.columns", "a mapping of the recipe's column -> your table's column")
-    for ours, theirs in mapping.items():
-        if ours not in columns:
-            fail(f"{at}.columns.{ours}", f"a column of {name} ({', '.join(columns)})")
-        if not isinstance(theirs, str) or not theirs.strip():
-            fail(f"{at}.columns.{ours}", "the name of your table's column")
+    def per_column(key: str, what: str, expected: str) -> dict:
+        """spec[key]: a mapping of this table's columns -> a non-empty text."""
+        value = spec.get(key) or {}
+        if not isinstance(value, dict):
+            fail(f"{at}.{key}", what)
+        for column, text in value.items():
+            if column not in columns:
+                fail(f"{at}.{key}.{column}", f"a column of {name} ({', '.join(columns)})")
+            if not isinstance(text, str) or not text.strip():
+                fail(f"{at}.{key}.{column}", expected)
+        return value
+
+    mapping = per_column("columns", "a mapping of the recipe's column -> your table's column",
+                         "the name of your table's column")
     if len(set(mapping.values())) < len(mapping):
         fail(f"{at}.columns", "each of your columns mapped once")
     key = spec.get("key")
@@ -509,14 +515,8 @@ def _input_table(path: Path, name: str, spec: dict, fail, names) -> InputTable:
     min_rows = spec.get("min_rows", 1)
     if not isinstance(min_rows, int) or min_rows < 0:
         fail(f"{at}.min_rows", "a whole number, 0 or more")
-    descriptions = spec.get("descriptions") or {}
-    if not isinstance(descriptions, dict):
-        fail(f"{at}.descriptions", "a mapping of column -> what it is (units, how it is computed)")
-    for column, text in descriptions.items():
-        if column not in columns:
-            fail(f"{at}.descriptions.{column}", f"a column of {name} ({', '.join(columns)})")
-        if not isinstance(text, str) or not text.strip():
-            fail(f"{at}.descriptions.{column}", "a non-empty text: what the column is, its units, how it is computed")
+    descriptions = per_column("descriptions", "a mapping of column -> what it is (units, how it is computed)",
+                              "a non-empty text: what the column is, its units, how it is computed")
     return InputTable(
         name=name, table=table, schema=struct, columns={str(k): str(v) for k, v in mapping.items()}, key=key,
         required=names(f"{at}.required", spec.get("required"), columns),
