@@ -19,8 +19,20 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{%- block extra_css -%}<style>{{ resources.seglib_css }}</style>{%- endblock extra_css -%}
+{%- block extra_css -%}<style>{{ resources.seglib_css }}</style><script>{{ resources.seglib_js }}</script>{%- endblock extra_css -%}
 """
+# A chart keeps the pixel width it was drawn at on screen, and a printed page is narrower: it would be cut
+# at the page's edge. Each chart gets the zoom that fits it into PRINT_WIDTH_PX, used by the print styles
+# only (the screen is unchanged). Set once the charts have their size.
+PRINT_WIDTH_PX = 680  # A4 or Letter at 96 dpi, less the margins
+PAGE_JS = """
+window.addEventListener('load', function () {
+  document.querySelectorAll('.js-plotly-plot').forEach(function (plot) {
+    var width = plot.getBoundingClientRect().width;
+    plot.style.setProperty('--print-zoom', width > %(width)d ? (%(width)d / width).toFixed(4) : '1');
+  });
+});
+""" % {"width": PRINT_WIDTH_PX}
 # The page around the notebook's outputs: a laptop-width column, sans-serif text, no empty prompt gutters;
 # printed, the charts and cards stay whole and the colours print.
 PAGE_CSS = """
@@ -37,6 +49,11 @@ body.jp-Notebook{max-width:1240px;margin:0 auto;padding:18px 28px 60px;
   body.jp-Notebook{max-width:none;padding:0}
   .jp-Cell{break-inside:avoid}
   .js-plotly-plot,.plotly-graph-div{break-inside:avoid}
+  .js-plotly-plot{zoom:var(--print-zoom,1)}
+  .modebar-container{display:none!important}
+  .jp-OutputArea-output{overflow:visible!important}
+  .jp-RenderedHTMLCommon table{font-size:10px!important}
+  .jp-RenderedHTMLCommon td,.jp-RenderedHTMLCommon th{padding:2px 4px!important}
   h2{break-after:avoid}
 }
 """
@@ -105,7 +122,8 @@ def write_report(executed: list[Path] | Path, out: Path) -> Path:
     for nb in notebooks:
         params.update(nb.metadata.get("papermill", {}).get("parameters", {}) or {})
     title = f"Customer segments, run {params.get('run_id') or paths[0].parent.name}"
-    body, _ = exporter.from_notebook_node(report, resources={"metadata": {"name": title}, "seglib_css": PAGE_CSS})
+    body, _ = exporter.from_notebook_node(report, resources={"metadata": {"name": title}, "seglib_css": PAGE_CSS,
+                                                                  "seglib_js": PAGE_JS})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body, encoding="utf-8")

@@ -169,3 +169,21 @@ def check_report(page: Page, gold, revenue: str, summary_counts: dict, currency:
             "return Array.from(document.querySelectorAll('.seg-card h2')).some(h => h.innerText.trim() === arguments[0])",
             name), f"no card for {name}"
     assert page.text.count("What to do".upper()) + page.text.count("What to do") >= len(counts)
+    check_print(page, len(counts))
+
+
+def check_print(page: Page, segments: int):
+    """Printed (Chromium's print to PDF, the print styles): a page break before each segment's card, and
+    every chart zoomed to fit the page's width."""
+    import base64
+
+    from selenium.webdriver.common.print_page_options import PrintOptions
+
+    from seglib.report import PRINT_WIDTH_PX
+    pdf = base64.b64decode(page.driver.print_page(PrintOptions()))
+    pages = len(re.findall(rb"/Type\s*/Page\b", pdf))
+    assert pages >= segments + 1, f"{pages} printed pages for {segments} segment cards, each on a page of its own"
+    printed = page.driver.execute_script(
+        "return Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => p.getBoundingClientRect().width"
+        " * parseFloat(p.style.getPropertyValue('--print-zoom') || '1'))")
+    assert printed and all(w <= PRINT_WIDTH_PX + 1 for w in printed), printed
