@@ -47,6 +47,7 @@ def check(root: Path | None = None, env: dict[str, str] | None = None) -> list[s
         problems += [f"{where}: {p}" for p in _typed_resources(bundle, need_compute=target is not None)]
         problems += [f"{where}: {p}" for p in _schedules(bundle)]
         problems += [f"{where}: {p}" for p in _pipelines(bundle)]
+        problems += [f"{where}: {p}" for p in _dashboard_matches_recipe(bundle)]
     bundle.target = None
     problems += _dashboards_per_recipe(bundle)
     problems += _recipe_files(bundle.root)
@@ -192,9 +193,9 @@ def _pipelines(bundle: B.Bundle) -> list[str]:
 
 
 def _dashboards_per_recipe(bundle: B.Bundle) -> list[str]:
-    """A dashboard file chosen by ${var.dashboard}: one exists for every recipe (built in or in recipes/), and
-    in each target the `dashboard` variable is the `recipe` variable's dashboard (another one's queries name
-    columns that recipe's gold tables lack, and the deployed dashboard fails on the warehouse)."""
+    """A dashboard file chosen by ${var.dashboard}: one exists for every recipe (built in or in recipes/). In
+    each target the `dashboard` variable must also be the `recipe` variable's (_dashboard_matches_recipe):
+    another one's queries name columns that recipe's gold tables lack, and the deployed dashboard fails."""
     from .recipes import RECIPES, RecipeError, get
     recipes = dict(RECIPES)
     for path in sorted((bundle.root / "recipes").rglob("*.y*ml")):
@@ -211,25 +212,27 @@ def _dashboards_per_recipe(bundle: B.Bundle) -> list[str]:
             if B.VAR_REF.search(candidate) is None and not (base / candidate).is_file():
                 problems.append(f"dashboards.{key}: recipe {name} names dashboard {recipe.dashboard}, which has "
                                 f"no file {candidate}")
-        for target in [None, *bundle.target_names()]:
-            bundle.target = target
-            values = bundle.variables()
-            chosen, dashboard = values.get("recipe"), values.get("dashboard")
-            if not chosen or not dashboard:
-                continue
-            try:  # a recipe file is relative to the bundle root, where the job runs it from
-                recipe = get(chosen if chosen.lower() in RECIPES or Path(chosen).is_absolute()
-                             else str(bundle.root / chosen))
-            except (RecipeError, ParameterError) as e:
-                problems.append(f"{f'target {target}' if target else 'base configuration'}: variable recipe: {e}")
-                continue
-            if recipe.dashboard != dashboard:
-                problems.append(
-                    f"{f'target {target}' if target else 'base configuration'}: dashboards.{key}: variable recipe "
-                    f"is {chosen}, whose dashboard is {recipe.dashboard}, but variable dashboard is {dashboard}; "
-                    f"deploy with --var dashboard={recipe.dashboard} (or BUNDLE_VAR_dashboard={recipe.dashboard})")
-        bundle.target = None
     return problems
+
+
+def _dashboard_matches_recipe(bundle: B.Bundle) -> list[str]:
+    """In this target, a dashboard chosen by ${var.dashboard} is the `recipe` variable's dashboard."""
+    from .recipes import RECIPES, RecipeError, get
+    values = bundle.variables()
+    chosen, dashboard = values.get("recipe"), values.get("dashboard")
+    keys = [k for k, spec in bundle.resources("dashboards").items()
+            if "${var.dashboard}" in str(spec.get("file_path") or "")]
+    if not keys or not chosen or not dashboard:
+        return []
+    try:  # a recipe file is relative to the bundle root, where the job runs it from
+        recipe = get(chosen if chosen.lower() in RECIPES or Path(chosen).is_absolute() else str(bundle.root / chosen))
+    except (RecipeError, ParameterError) as e:
+        return [f"variable recipe: {e}"]
+    if recipe.dashboard == dashboard:
+        return []
+    return [f"dashboards.{key}: variable recipe is {chosen}, whose dashboard is {recipe.dashboard}, but variable "
+            f"dashboard is {dashboard}; deploy with --var dashboard={recipe.dashboard} "
+            f"(or BUNDLE_VAR_dashboard={recipe.dashboard})" for key in keys]
 
 
 def _recipe_files(root: Path) -> list[str]:
