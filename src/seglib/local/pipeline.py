@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import deque
 import subprocess
 import sys
 import time
@@ -120,10 +121,10 @@ def run_pipeline(root: Path, lakehouse: str | os.PathLike, schema: str, settings
     start = time.perf_counter()
     proc = subprocess.Popen([_cli(), "run", "--spec", str(spec)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=spec.parent)
-    tail: list[str] = []
+    tail: deque[str] = deque(maxlen=40)
     for line in proc.stdout:  # the run's own progress: flows queued, running, completed
         line = line.rstrip()
-        tail = (tail + [line])[-40:]
+        tail.append(line)
         # The flows' progress and errors; not the client's "releaseExecute" noise as it disconnects.
         if ("Flow " in line or "Run " in line or "ERROR" in line or "Error" in line) and "releaseExecute" not in line:
             log(f"  {line}")
@@ -137,11 +138,12 @@ def report(lakehouse: Path, schema: str, log=print) -> dict[str, int]:
     """Rows of each of the pipeline's tables and its data quality checks, read with delta-rs (no JVM)."""
     from deltalake import DeltaTable
     counts = {}
+    read = {}
     for table in TB.PIPELINE_TABLES:
-        path = table_path(lakehouse, schema, table)
-        counts[table] = DeltaTable(str(path)).to_pyarrow_table().num_rows
+        read[table] = DeltaTable(str(table_path(lakehouse, schema, table))).to_pyarrow_table()
+        counts[table] = read[table].num_rows
         log(f"  {schema}.{table}: {counts[table]:,} rows")
-    checks = DeltaTable(str(table_path(lakehouse, schema, TB.RFM_QUALITY_CHECKS))).to_pyarrow_table().to_pylist()
+    checks = read[TB.RFM_QUALITY_CHECKS].to_pylist()
     failed = [c for c in checks if not c["passed"]]
     for c in sorted(checks, key=lambda c: c["check"]):
         status = "ok" if c["passed"] else f"FAILED ({c['failing']:,} failing)"
