@@ -17,7 +17,7 @@ def built(tmp_path_factory):
 
 def test_the_wheel_requires_nothing_a_platform_brings_or_only_a_laptop_needs(built):
     names = {re.split(r"[ \[<>=!~;]", r, maxsplit=1)[0].lower() for r in W.requirements(built)}
-    assert names == {"numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "plotly", "pyyaml"}
+    assert names == {"numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "plotly", "pyyaml", "jinja2"}
     assert not names & set(W.LOCAL_ONLY_DISTRIBUTIONS)
 
 
