@@ -1,8 +1,10 @@
 """The runtime matrix's rows (test_runtimes): each row is a venv that `make runtimes` makes from
 runtimes/<row>.txt, the platform's pyspark, Delta and libraries. The seglib wheel goes on top with its
 dependencies, as a cluster library or a Fabric Environment installs it; then the notebooks run one after
-another with papermill, each in its own kernel with its own classic Spark session, as a person or a
-Fabric pipeline runs them.
+another with papermill on a classic Spark session (no Spark Connect server). A job's notebooks share one
+kernel and its Spark, as the tasks of a Databricks job cluster share the cluster's (row_kernel.py; each
+starts from an empty namespace); on the oldest runtime a `mode=score` refresh goes through `seglib run`,
+which starts a kernel and a Spark per notebook, as a Fabric pipeline's notebook activities do.
 
 The rows are built from the session's start (conftest's runtime_rows), beside the rest of the suite: a
 row is a chain of subprocesses (pip, then a kernel and a JVM per notebook) that mostly waits on JVM
@@ -32,6 +34,9 @@ START_ENV = dict(os.environ)
 # The default run's parameters (conftest.DEMO_PARAMS; MLflow is off there and absent here).
 FIT = {"n_init": "2", "stability_runs": "1", "mlflow_tracking": "off"}
 RETAIL_CUSTOMERS, RETAIL_SEED = 800, 5  # test_retail_job's run
+# The row that also runs notebooks each in a kernel and Spark of its own: the score through `seglib run`
+# and the fail-safe cases (test_runtimes).
+OLDEST = "spark35"
 GOLD = [TB.GOLD_SEGMENTS, TB.GOLD_SUMMARY, TB.GOLD_MIGRATION, TB.GOLD_RUNS]
 
 
@@ -83,14 +88,36 @@ class Row:
                 if not k.startswith(("SPARK_", "PYSPARK_", "SEGLIB_", "JUPYTER", "PYTHONPATH", "VIRTUAL_ENV"))}
         return {**keep, "PATH": f"{self.venv / 'bin'}:{START_ENV['PATH']}", "SEGLIB_SERVER_IDLE": "0", **ONE_RUN_JVM}
 
-    def job(self, label: str, overrides: dict, env: dict | None = None, start_at: str | None = None) -> None:
-        """The segmentation job's notebooks in task order, each in its own papermill run; stops at the first
-        failure with its error."""
+    def job_steps(self, label: str, overrides: dict) -> list[tuple[str, dict, str]]:
+        """The segmentation job's notebooks in task order, as (notebook, parameters, label) steps."""
         params = job_params(self.bundle, SEGMENTATION_JOB, overrides, str(self.lakehouse))
         params["run_id"] = label
-        for path in job_notebooks(self.bundle, SEGMENTATION_JOB, start_at):
-            proc = self.notebook(path.stem, params, env=env, label=label)
-            assert proc.returncode == 0, f"{self.name}: {label}/{path.stem} failed:\n{proc.stderr[-4000:]}"
+        return [(path.stem, params, label) for path in job_notebooks(self.bundle, SEGMENTATION_JOB)]
+
+    def in_one_kernel(self, steps: list[tuple[str, dict, str]]) -> None:
+        """Notebook steps one after another in one kernel (row_kernel.py), so on one Spark; stops at the
+        first failure with its error."""
+        self.check_running()
+        runs = self.root / "runs"
+        plan = {"cwd": str(runs), "notebooks": []}
+        for stem, params, label in steps:
+            path = ROOT / "notebooks" / f"{stem}.ipynb"
+            plan["notebooks"].append({
+                "input": str(path), "output": str(runs / label / path.name),
+                "parameters": notebook_parameters({**params, "lakehouse": str(self.lakehouse)},
+                                                  declared_parameters(path))})
+            (runs / label).mkdir(parents=True, exist_ok=True)
+        plan_file = runs / f"plan-{len(self.timings)}.json"
+        plan_file.write_text(json.dumps(plan, indent=1))
+        start = time.perf_counter()
+        proc = subprocess.run([str(self.python), str(Path(__file__).with_name("row_kernel.py")), str(plan_file)],
+                              capture_output=True, text=True, timeout=3000, env=self.env())
+        done = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        for d in done:
+            out = Path(d["output"])
+            self.timings[f"{out.parent.name}/{out.stem}"] = d["seconds"]
+        self.timings[f"kernel {plan_file.stem}"] = time.perf_counter() - start
+        assert proc.returncode == 0, f"{self.name}: {plan_file} failed:\n{proc.stderr[-4000:]}"
 
     def table(self, schema: str, table: str) -> DeltaTable:
         return DeltaTable(str(self.lakehouse / "warehouse" / f"{schema}.db" / table))
@@ -111,28 +138,32 @@ def build(name: str, root: Path, wheel: Future, stop: threading.Event) -> Row:
     assert not row.install_problems, row.install_problems
     started = time.perf_counter()
     demo = {"schema": "contoso", "recipe": "airline", "customers": DEMO_CUSTOMERS, "seed": 42}
-    proc = row.notebook("00_generate_demo_data", demo, label="demo")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    row.job("fit", {"schema": "contoso", **FIT})
+    row.in_one_kernel([("00_generate_demo_data", demo, "demo"), *row.job_steps("fit", {"schema": "contoso", **FIT})])
     row.fit = {t: row.table("contoso", t).to_pandas() for t in GOLD}
-    # The refresh through `seglib run` (the runner extra beside the platform's Spark): on these runtimes it
-    # falls back to a classic session per notebook by itself.
+    score = {"schema": "contoso", **FIT, "mode": "score"}
+    if row.name == OLDEST:
+        row.score = seglib_run(row, wheel, score)
+    retail = {"schema": "shop", "recipe": "retail", "customers": RETAIL_CUSTOMERS, "seed": RETAIL_SEED}
+    row.in_one_kernel([*([] if row.name == OLDEST else row.job_steps("score", score)),
+                       ("00_generate_demo_data", retail, "retail-demo"),
+                       *row.job_steps("retail", {"schema": "shop", "recipe": "retail", **FIT})])
+    row.elapsed = time.perf_counter() - started
+    return row
+
+
+def seglib_run(row: Row, wheel: Path, params: dict) -> subprocess.CompletedProcess:
+    """The `mode=score` refresh through `seglib run` (the runner extra beside the platform's Spark): on
+    these runtimes it falls back to a classic session per notebook by itself."""
     row.check_running()
     extra = subprocess.run([str(row.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                             f"{wheel}[runner]"], capture_output=True, text=True)
     assert extra.returncode == 0, extra.stderr[-3000:]
     start = time.perf_counter()
-    row.score = subprocess.run([str(row.venv / "bin" / "seglib"), "run", "--lakehouse", str(row.lakehouse),
-                                "--schema", "contoso", "--output", str(row.root / "runs" / "score"),
-                                "--bundle", str(ROOT), "--param", "mode=score",
-                                *[f"--param={k}={v}" for k, v in FIT.items()]],
-                               capture_output=True, text=True, timeout=3000, cwd=row.root,
-                               env={**row.env(), "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run([str(row.venv / "bin" / "seglib"), "run", "--lakehouse", str(row.lakehouse),
+                           "--schema", params["schema"], "--output", str(row.root / "runs" / "score"),
+                           "--bundle", str(ROOT), *[f"--param={k}={v}" for k, v in params.items() if k != "schema"]],
+                          capture_output=True, text=True, timeout=3000, cwd=row.root,
+                          env={**row.env(), "PYTHONUNBUFFERED": "1"})
     row.timings["score/seglib run"] = time.perf_counter() - start
-    assert row.score.returncode == 0, row.score.stdout[-3000:] + row.score.stderr[-3000:]
-    retail = {"schema": "shop", "recipe": "retail", "customers": RETAIL_CUSTOMERS, "seed": RETAIL_SEED}
-    proc = row.notebook("00_generate_demo_data", retail, label="retail-demo")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    row.job("retail", {"schema": "shop", "recipe": "retail", **FIT})
-    row.elapsed = time.perf_counter() - started
-    return row
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
