@@ -52,7 +52,7 @@ $(RUNTIME_DIR)/%/.installed: runtimes/%.txt
 
 runtimes: $(RUNTIMES:%=$(RUNTIME_DIR)/%/.installed)
 
-# Everything, the runtime matrix included (about 28 min of tests on 2 cores; the rows build beside the rest).
+# Everything, the runtime matrix included (about 40 min of tests on 2 cores; the rows build beside the rest).
 test: install runtimes browser
 	$(BIN)/seglib validate --runtime $(RUNTIME_DIR)/spark35
 	$(BIN)/python -m pytest
