@@ -14,28 +14,9 @@ import time
 
 import papermill as pm
 from jupyter_client.manager import KernelManager
-from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import NBClientEngine, papermill_engines
 
-ENGINE = "row-kernel"
-
-
-class _Client(PapermillNotebookClient):
-    def execute(self, **kwargs):
-        try:
-            return super().execute(**kwargs)
-        finally:  # papermill leaves the channels open on a kernel it does not own
-            if self.kc is not None:
-                self.kc.stop_channels()
-                self.kc = None
-
-
-class _Engine(NBClientEngine):
-    @classmethod
-    def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
-                                 start_timeout=60, execution_timeout=None, km=None, **_):
-        return _Client(nb_man, km=km, kernel_name=kernel_name, startup_timeout=start_timeout,
-                       timeout=execution_timeout, log_output=log_output).execute()
+# seglib's runner engine: papermill on a kernel started by the caller (the installed wheel's copy)
+from seglib.local.runner import _ENGINE, _register_engine
 
 
 def _run_code(km: KernelManager, code: str) -> None:
@@ -52,7 +33,7 @@ def _run_code(km: KernelManager, code: str) -> None:
 
 def main(plan_file: str) -> int:
     plan = json.loads(open(plan_file).read())
-    papermill_engines.register(ENGINE, _Engine)
+    _register_engine()
     km = KernelManager(kernel_name="python3")
     km.start_kernel(cwd=plan["cwd"])
     try:
@@ -61,7 +42,7 @@ def main(plan_file: str) -> int:
                 _run_code(km, "get_ipython().reset(new_session=False)")
             start = time.perf_counter()
             pm.execute_notebook(step["input"], step["output"], parameters=step["parameters"], kernel_name="python3",
-                                engine_name=ENGINE, km=km, progress_bar=False, cwd=plan["cwd"])
+                                engine_name=_ENGINE, km=km, progress_bar=False, cwd=plan["cwd"])
             print(json.dumps({"output": step["output"], "seconds": time.perf_counter() - start}), flush=True)
         # The JVM holds the lakehouse's Derby catalog: it must be gone before another process opens it.
         _run_code(km, "from seglib.local.spark import stop_local_spark\nstop_local_spark()")
