@@ -7,8 +7,8 @@ starts from an empty namespace); on the oldest runtime a `mode=score` refresh go
 which starts a kernel and a Spark per notebook, as a Fabric pipeline's notebook activities do.
 
 The rows are built from the session's start (conftest's runtime_rows), beside the rest of the suite: a
-row is a chain of subprocesses (pip, then a kernel and a JVM per notebook) that mostly waits on JVM
-starts, so on two cores it costs the suite far less there than after it.
+row is a chain of subprocesses (pip, then a kernel and a JVM per job or per notebook) that mostly waits
+on JVM starts, so on two cores it costs the suite far less there than after it.
 """
 import json
 import os
@@ -64,10 +64,9 @@ class Row:
 
     def notebook(self, stem: str, params: dict, env: dict | None = None, label: str = "") -> subprocess.CompletedProcess:
         self.check_running()
-        path = ROOT / "notebooks" / f"{stem}.ipynb"
+        path, values = self.parameterised(stem, params)
         out = self.root / "runs" / (label or "run") / path.name
         out.parent.mkdir(parents=True, exist_ok=True)
-        values = notebook_parameters({**params, "lakehouse": str(self.lakehouse)}, declared_parameters(path))
         (out.parent / f"{stem}.json").write_text(json.dumps(values))
         start = time.perf_counter()
         proc = subprocess.run([str(self.python), "-m", "papermill", str(path), str(out), "-f",
@@ -76,6 +75,11 @@ class Row:
                               env={**self.env(), **(env or {})})
         self.timings[f"{label}/{stem}"] = time.perf_counter() - start
         return proc
+
+    def parameterised(self, stem: str, params: dict) -> tuple[Path, dict]:
+        """The notebook *stem* and the values of the parameters it declares, on this row's lakehouse."""
+        path = ROOT / "notebooks" / f"{stem}.ipynb"
+        return path, notebook_parameters({**params, "lakehouse": str(self.lakehouse)}, declared_parameters(path))
 
     def check_running(self) -> None:
         if self.stop.is_set():
@@ -101,11 +105,8 @@ class Row:
         runs = self.root / "runs"
         plan = {"cwd": str(runs), "notebooks": []}
         for stem, params, label in steps:
-            path = ROOT / "notebooks" / f"{stem}.ipynb"
-            plan["notebooks"].append({
-                "input": str(path), "output": str(runs / label / path.name),
-                "parameters": notebook_parameters({**params, "lakehouse": str(self.lakehouse)},
-                                                  declared_parameters(path))})
+            path, values = self.parameterised(stem, params)
+            plan["notebooks"].append({"input": str(path), "output": str(runs / label / path.name), "parameters": values})
             (runs / label).mkdir(parents=True, exist_ok=True)
         plan_file = runs / f"plan-{len(self.timings)}.json"
         plan_file.write_text(json.dumps(plan, indent=1))

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections import deque
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import yaml
